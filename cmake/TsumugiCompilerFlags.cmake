@@ -1,0 +1,16 @@
+# Warnings and optimisation flags shared by every tsumugi target.
+add_library(tsumugi_flags INTERFACE)
+target_compile_options(tsumugi_flags INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+if(TSUMUGI_CPU_ARCH)
+  # The CPU kernels are plain loops written for the auto-vectoriser; -march decides its width.
+  target_compile_options(tsumugi_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-march=${TSUMUGI_CPU_ARCH}>)
+endif()
+target_compile_options(tsumugi_flags INTERFACE
+  $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CONFIG:Release>>:-O3>)
+if(TSUMUGI_SANITIZE)
+  target_compile_options(tsumugi_flags INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
+                         -fno-sanitize-recover=undefined)
+  target_link_options(tsumugi_flags INTERFACE -fsanitize=address,undefined)
+endif()
+install(TARGETS tsumugi_flags EXPORT tsumugiTargets)

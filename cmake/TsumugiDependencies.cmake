@@ -1,0 +1,22 @@
+# Every dependency comes from the distribution (Debian 12 package names in tools/setup-debian.sh).
+find_package(PkgConfig REQUIRED)
+find_package(OpenMP REQUIRED)
+find_package(fmt REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+# The OpenMP build of OpenBLAS, so that BLAS and our kernels share one OpenMP thread pool.
+pkg_check_modules(OpenBLAS REQUIRED IMPORTED_TARGET openblas)
+
+# CUDA: AUTO turns it on when nvcc and the toolkit are found.
+set(TSUMUGI_HAS_CUDA OFF)
+if(NOT TSUMUGI_CUDA STREQUAL "OFF")
+  if(NOT DEFINED CUDAToolkit_ROOT AND EXISTS /usr/local/cuda)
+    set(CUDAToolkit_ROOT /usr/local/cuda)
+  endif()
+  find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND)
+    set(TSUMUGI_HAS_CUDA ON)
+  elseif(TSUMUGI_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "TSUMUGI_CUDA=ON but the CUDA toolkit was not found (set CUDAToolkit_ROOT)")
+  endif()
+endif()
+message(STATUS "tsumugi: CUDA ${TSUMUGI_HAS_CUDA}")

@@ -1,0 +1,127 @@
+// What GPT-2 and Llama share: config, initialisation, FLOP accounting, loading, the factory.
+#include <tsumugi/core/autograd.h>
+#include <tsumugi/core/nn/transformer.h>
+#include <tsumugi/core/ops.h>
+
+#include <cmath>
+
+#include "../check.h"
+#include "models.h"
+
+namespace tsumugi {
+
+std::string_view arch_name(Arch arch) { return arch == Arch::gpt2 ? "gpt2" : "llama"; }
+
+Arch parse_arch(std::string_view name) {
+  if (name == "gpt2") return Arch::gpt2;
+  if (name == "llama") return Arch::llama;
+  TSU_FAIL(ValueError, "[model] unknown architecture '{}' (expected gpt2 or llama)", name);
+}
+
+ModelConfig ModelConfig::resolved() const {
+  ModelConfig c = *this;
+  TSU_CHECK(c.layers > 0 && c.heads > 0 && c.dim > 0 && c.vocab > 0 && c.context > 0, ValueError,
+            "[model] layers, heads, dim, vocab and context must be positive");
+  TSU_CHECK(c.dim % c.heads == 0, ValueError, "[model] dim {} is not divisible by heads {}", c.dim, c.heads);
+  if (c.kv_heads == 0) c.kv_heads = c.heads;
+  TSU_CHECK(c.kv_heads > 0 && c.heads % c.kv_heads == 0, ValueError,
+            "[model] heads {} is not a multiple of kv_heads {}", c.heads, c.kv_heads);
+  TSU_CHECK(c.arch == Arch::llama || c.kv_heads == c.heads, ValueError,
+            "[model] gpt2 has no grouped-query attention: kv_heads must equal heads");
+  TSU_CHECK(c.arch == Arch::gpt2 || c.head_dim() % 2 == 0, ValueError, "[model] rotary embedding needs an even head_dim");
+  if (c.ffn_dim == 0) {
+    // GPT-2: 4 D. Llama: 2/3 of 4 D rounded up to a multiple of 256 (Meta's rule).
+    c.ffn_dim = c.arch == Arch::gpt2 ? 4 * c.dim : (8 * c.dim / 3 + 255) / 256 * 256;
+  }
+  TSU_CHECK(c.norm_eps > 0 && c.init_std > 0 && c.rope_theta > 0, ValueError,
+            "[model] norm_eps, init_std and rope_theta must be positive");
+  TSU_CHECK(c.dropout >= 0 && c.dropout < 1, ValueError, "[model] dropout must be in [0, 1)");
+  return c;
+}
+
+namespace {
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_embedding(const std::string& name) {
+  return ends_with(name, "wte.weight") || ends_with(name, "wpe.weight") || ends_with(name, "embed_tokens.weight");
+}
+
+bool is_residual_projection(const std::string& name) {
+  return ends_with(name, "attn.c_proj.weight") || ends_with(name, "mlp.c_proj.weight") ||
+         ends_with(name, "o_proj.weight") || ends_with(name, "down_proj.weight");
+}
+
+}  // namespace
+
+void CausalLM::init_weights(uint64_t seed) {
+  NoGradGuard no_grad;
+  const double residual_std = config_.init_std / std::sqrt(2.0 * static_cast<double>(config_.layers));
+  for (auto& [name, param] : named_parameters()) {
+    if (ends_with(name, "bias")) {
+      param.zero_();
+    } else if (param.dim() == 1) {  // norm weights
+      param.fill_(1.0);
+    } else {
+      Generator gen = Generator::for_name(seed, name);
+      normal_(param, gen, 0.0, is_residual_projection(name) ? residual_std : config_.init_std);
+    }
+  }
+}
+
+int64_t CausalLM::num_matmul_parameters() const {
+  int64_t n = 0;
+  for (const auto& [name, param] : named_parameters())
+    if (param.dim() == 2 && !is_embedding(name)) n += param.numel();
+  if (config_.tied_embeddings) n += config_.vocab * config_.dim;  // the head is the embedding
+  return n;
+}
+
+double CausalLM::flops_per_token(int64_t seq_len) const {
+  return 6.0 * static_cast<double>(num_matmul_parameters()) +
+         12.0 * static_cast<double>(config_.layers * seq_len * config_.dim);
+}
+
+void CausalLM::load_state_dict(const StateDict& state, bool strict) {
+  if (config_.tied_embeddings && state.count("lm_head.weight")) {
+    StateDict without = state;
+    without.erase("lm_head.weight");
+    Module::load_state_dict(without, strict);
+    return;
+  }
+  Module::load_state_dict(state, strict);
+}
+
+std::shared_ptr<CausalLM> make_model(const ModelConfig& config) {
+  const ModelConfig c = config.resolved();
+  if (c.arch == Arch::gpt2) return std::make_shared<GPT2>(c);
+  return std::make_shared<Llama>(c);
+}
+
+void check_ids(const Tensor& ids, const ModelConfig& config, const KVCache* cache) {
+  TSU_CHECK(ids.dim() == 2, ValueError, "[model] ids must be (batch, seq), got {}", shape_str(ids.shape()));
+  TSU_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64 || ids.dtype() == DType::u16 || ids.dtype() == DType::u32,
+            ValueError, "[model] ids must be integers, got {}", dtype_name(ids.dtype()));
+  const int64_t start = cache ? cache->length : 0;
+  TSU_CHECK(start + ids.size(1) <= config.context, ValueError,
+            "[model] {} positions exceed the context length {}", start + ids.size(1), config.context);
+  TSU_CHECK(!cache || cache->keys.empty() || static_cast<int64_t>(cache->keys.size()) == config.layers, ValueError,
+            "[model] KV cache holds {} layers, model has {}", cache ? cache->keys.size() : 0, config.layers);
+}
+
+std::pair<Tensor, Tensor> extend_cache(KVCache* cache, size_t layer, const Tensor& k, const Tensor& v) {
+  if (cache == nullptr) return {k, v};
+  if (cache->keys.size() <= layer) {
+    cache->keys.resize(layer + 1);
+    cache->values.resize(layer + 1);
+  }
+  Tensor& ck = cache->keys[layer];
+  Tensor& cv = cache->values[layer];
+  ck = ck.defined() ? cat({ck, k}, 1) : k.contiguous();
+  cv = cv.defined() ? cat({cv, v}, 1) : v.contiguous();
+  return {ck, cv};
+}
+
+}  // namespace tsumugi

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages tsumugi builds and runs with. Safe to re-run: it installs only
+# what is missing. The CUDA toolkit is not a Debian package; when /usr/local/cuda exists the
+# build uses it (TSUMUGI_CUDA=AUTO).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libopenblas-openmp-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
+  libfmt-dev libcli11-dev libgtest-dev libgmock-dev
+  libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
+  libzstd-dev zlib1g-dev python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,11 @@
+#pragma once
+// Each subcommand of the tsumugi tool registers itself on the CLI11 app here.
+// A command's callback throws tsumugi::Error on failure; main prints it and exits non-zero.
+#include <CLI/CLI.hpp>
+
+namespace tsumugi::cli {
+
+void add_bench_train_command(CLI::App& bench);  // tsumugi bench train
+void add_data_commands(CLI::App& app, CLI::App& bench);  // corpus, tokenizer, prep, inspect, bench data
+
+}  // namespace tsumugi::cli
