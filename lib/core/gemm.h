@@ -15,4 +15,7 @@ template <class T>
 void gemm_raw(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
               const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
+/// The BLAS thread count set by set_blas_threads, or 0 when BLAS follows the kernels' count.
+int pinned_blas_threads();
+
 }  // namespace tsumugi

@@ -316,7 +316,7 @@ Tensor arange(int64_t end, TensorOptions options) { return arange(0.0, static_ca
 
 template <class T>
 Tensor from_data(const std::vector<T>& values, Shape shape, TensorOptions options) {
-  if (shape.empty() && values.size() != 1) shape = {static_cast<int64_t>(values.size())};
+  if (shape.empty()) shape = {static_cast<int64_t>(values.size())};
   TSU_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()), ValueError,
             "[from_data] {} values do not fill shape {}", values.size(), shape_str(shape));
   Tensor host = empty(shape, {.dtype = dtype_of<T>()});

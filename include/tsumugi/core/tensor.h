@@ -148,7 +148,7 @@ Tensor ones_like(const Tensor& like);
 /// start, start + step, ... < end, as a 1-D tensor (default dtype i64).
 Tensor arange(double start, double end, double step = 1.0, TensorOptions options = {.dtype = DType::i64});
 Tensor arange(int64_t end, TensorOptions options = {.dtype = DType::i64});
-/// A tensor holding a copy of `values` with `shape` (1-D when shape is empty and values > 1).
+/// A tensor holding a copy of `values` with `shape` (1-D when no shape is given).
 template <class T>
 Tensor from_data(const std::vector<T>& values, Shape shape = {}, TensorOptions options = {.dtype = dtype_of<T>()});
 /// A 0-dimensional tensor.

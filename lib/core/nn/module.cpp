@@ -5,6 +5,7 @@
 #include <set>
 
 #include "../check.h"
+#include "../tensor_impl.h"
 
 namespace tsumugi {
 
@@ -87,6 +88,32 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
              !missing.empty() && !unexpected.empty() ? "; " : "",
              unexpected.empty() ? "" : "unexpected: " + first(unexpected));
   }
+}
+
+namespace {
+
+// Points the parameter's own TensorImpl at converted storage, so every handle sees it.
+void replace_in_place(Tensor& param, const Tensor& converted) {
+  TensorImpl& impl = *param.impl();
+  impl.storage = converted.impl()->storage;
+  impl.strides = converted.strides();
+  impl.offset = converted.offset();
+  impl.dtype = converted.dtype();
+  impl.grad = Tensor();
+}
+
+}  // namespace
+
+void Module::to(DType dtype) {
+  NoGradGuard no_grad;
+  for (auto& [name, param] : named_parameters())
+    if (param.dtype() != dtype) replace_in_place(param, param.detach().to(dtype).contiguous());
+}
+
+void Module::to(Device device) {
+  NoGradGuard no_grad;
+  for (auto& [name, param] : named_parameters())
+    if (param.device() != device) replace_in_place(param, param.detach().to(device));
 }
 
 void Module::zero_grad() {

@@ -3,6 +3,7 @@
 #include <tsumugi/core/ops.h>
 
 #include <cblas.h>
+#include <omp.h>
 
 #include "../autograd_graph.h"
 #include "../dispatch.h"
@@ -11,20 +12,43 @@
 
 namespace tsumugi {
 
+namespace {
+
+// The OpenMP build of OpenBLAS runs on omp_get_max_threads() threads (one inside a parallel
+// region), so a pinned BLAS thread count is applied around each call.
+template <class F>
+void with_blas_threads(F&& call) {
+  const int pinned = pinned_blas_threads();
+  if (pinned == 0 || omp_in_parallel()) {
+    call();
+    return;
+  }
+  const int kernels = omp_get_max_threads();
+  omp_set_num_threads(pinned);
+  call();
+  omp_set_num_threads(kernels);
+}
+
+}  // namespace
+
 template <>
 void gemm_raw<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                      int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+  with_blas_threads([&] {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+                static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+  });
 }
 
 template <>
 void gemm_raw<double>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
                       int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+  with_blas_threads([&] {
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+                static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+  });
 }
 
 namespace {

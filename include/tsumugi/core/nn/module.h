@@ -34,6 +34,10 @@ class Module {
   /// Copies values from `state` into the parameters (converting dtype). With `strict`, a missing
   /// or unexpected name is an error listing them; a shape mismatch is always an error.
   virtual void load_state_dict(const StateDict& state, bool strict = true);
+  /// Converts every parameter in place to `dtype` (all handles to them see the change).
+  void to(DType dtype);
+  /// Moves every parameter in place to `device`.
+  void to(Device device);
   /// Drops the gradients of all parameters.
   void zero_grad();
   /// Training mode (dropout on) or evaluation mode, recursively.
