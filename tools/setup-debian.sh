@@ -9,7 +9,7 @@ packages=(
   libopenblas-openmp-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
   libfmt-dev libcli11-dev libgtest-dev libgmock-dev
   libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
-  libzstd-dev zlib1g-dev python3
+  libzstd-dev zlib1g-dev python3 python3-numpy
 )
 
 missing=()
