@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -42,7 +45,7 @@ bool parse_dtype_name(const std::string& name, DType& out) {
 }  // namespace
 
 void save_safetensors(const std::string& path, const StateDict& tensors, const Metadata& metadata) {
-  nlohmann::ordered_json header;
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<Tensor> contiguous;
   uint64_t offset = 0;
@@ -56,15 +59,32 @@ void save_safetensors(const std::string& path, const StateDict& tensors, const M
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  TSU_CHECK(out.good(), IOError, "[safetensors] cannot open {} for writing: {}", path, std::strerror(errno));
+  // POSIX writes, each checked, then fsync: a full disk is an error here, not a short file later.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TSU_CHECK(fd >= 0, IOError, "[safetensors] cannot open {} for writing: {}", path, std::strerror(errno));
+  auto write_all = [&](const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t written = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
+      if (written < 0 && errno == EINTR) continue;
+      if (written <= 0) {
+        const int error = errno;
+        ::close(fd);
+        TSU_FAIL(IOError, "[safetensors] writing {} failed: {}", path, std::strerror(error));
+      }
+      p += written;
+      n -= static_cast<size_t>(written);
+    }
+  };
   const uint64_t length = text.size();
-  out.write(reinterpret_cast<const char*>(&length), 8);  // little-endian on every supported host
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  write_all(&length, 8);  // little-endian on every supported host
+  write_all(text.data(), text.size());
   for (const Tensor& t : contiguous)
-    if (t.nbytes() > 0) out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-  out.flush();
-  TSU_CHECK(out.good(), IOError, "[safetensors] writing {} failed (disk full?): {}", path, std::strerror(errno));
+    if (t.nbytes() > 0) write_all(t.data_ptr(), t.nbytes());
+  const bool synced = ::fsync(fd) == 0;
+  const int sync_error = errno;
+  TSU_CHECK(::close(fd) == 0 && synced, IOError, "[safetensors] writing {} failed: {}", path,
+            std::strerror(synced ? errno : sync_error));
 }
 
 StateDict parse_safetensors(const std::string& bytes, const std::string& name, Metadata* metadata) {

@@ -1,0 +1,214 @@
+// Atomic checkpoints: write into step-N.tmp-PID, fsync, rename to step-N, fsync the parent,
+// then point `latest` at it through a rename of a fresh symbolic link.
+#include <tsumugi/core/safetensors.h>
+#include <tsumugi/train/checkpoint.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/check.h"
+
+namespace tsumugi {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kFormat = "tsumugi-checkpoint";
+constexpr int kVersion = 1;
+const char* const kTensorFiles[] = {"model.safetensors", "optimizer.safetensors"};
+
+std::string step_name(int64_t step) { return fmt::format("step-{:08d}", step); }
+
+// A fast 64-bit checksum of a file (FNV-1a over 8-byte words); detects truncation and flips.
+std::string file_checksum(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  TSU_CHECK(in.good(), IOError, "[checkpoint] cannot read {}", path);
+  uint64_t h = 0xcbf29ce484222325ull;
+  std::vector<char> buffer(size_t{1} << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const size_t n = static_cast<size_t>(in.gcount());
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t word;
+      std::memcpy(&word, buffer.data() + i, 8);
+      h = (h ^ word) * 0x100000001b3ull;
+      h ^= h >> 29;
+    }
+    for (; i < n; ++i) h = (h ^ static_cast<unsigned char>(buffer[i])) * 0x100000001b3ull;
+  }
+  return fmt::format("{:016x}", h);
+}
+
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TSU_CHECK(fd >= 0, IOError, "[checkpoint] cannot create {}: {}", path, std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = errno;
+      ::close(fd);
+      TSU_FAIL(IOError, "[checkpoint] writing {} failed: {}", path, std::strerror(error));
+    }
+    done += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  TSU_CHECK(::close(fd) == 0 && synced, IOError, "[checkpoint] writing {} failed: {}", path, std::strerror(errno));
+}
+
+nlohmann::json read_trainer_json(const std::string& dir) {
+  const std::string path = dir + "/trainer.json";
+  std::ifstream in(path);
+  TSU_CHECK(in.good(), IOError, "[checkpoint] {} is missing", path);
+  try {
+    nlohmann::json j = nlohmann::json::parse(in);
+    TSU_CHECK(j.is_object() && j.contains("checkpoint") && j["checkpoint"].value("format", "") == kFormat, IOError,
+              "[checkpoint] {} is not a tsumugi checkpoint description", path);
+    return j;
+  } catch (const nlohmann::json::exception& e) {
+    TSU_FAIL(IOError, "[checkpoint] {} is not valid JSON (truncated?): {}", path, e.what());
+  }
+}
+
+}  // namespace
+
+CheckpointManager::CheckpointManager(std::string run_dir, int64_t keep) : run_dir_(std::move(run_dir)), keep_(keep) {
+  TSU_CHECK(keep_ >= 1, ValueError, "[checkpoint] keep must be at least 1");
+}
+
+std::string CheckpointManager::save(int64_t step, const StateDict& model, const StateDict& optimizer,
+                                    const std::string& trainer_json) {
+  const std::string root = checkpoints_dir();
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  TSU_CHECK(!ec, IOError, "[checkpoint] cannot create {}: {}", root, ec.message());
+  const std::string final_dir = root + "/" + step_name(step);
+  const std::string tmp_dir = fmt::format("{}.tmp-{}", final_dir, ::getpid());
+  fs::remove_all(tmp_dir, ec);
+  fs::create_directory(tmp_dir, ec);
+  TSU_CHECK(!ec, IOError, "[checkpoint] cannot create {}: {}", tmp_dir, ec.message());
+  try {
+    nlohmann::json state = nlohmann::json::parse(trainer_json);
+    TSU_CHECK(state.is_object(), ValueError, "[checkpoint] trainer state must be a JSON object");
+    save_safetensors(tmp_dir + "/model.safetensors", model, {{"format", "pt"}});
+    save_safetensors(tmp_dir + "/optimizer.safetensors", optimizer);
+    nlohmann::json files = nlohmann::json::object();
+    for (const char* name : kTensorFiles) {
+      const std::string path = tmp_dir + "/" + name;
+      files[name] = {{"bytes", fs::file_size(path)}, {"checksum", file_checksum(path)}};
+    }
+    state["checkpoint"] = {{"format", kFormat}, {"version", kVersion}, {"step", step}, {"files", files}};
+    write_file(tmp_dir + "/trainer.json", state.dump(2) + "\n");  // written last: marks completeness
+    fsync_path(tmp_dir, true);
+  } catch (...) {
+    fs::remove_all(tmp_dir, ec);
+    throw;
+  }
+  // Replace an existing checkpoint of the same step (a resumed run saving it again) only after the
+  // new one is complete.
+  const std::string old_dir = final_dir + ".old";
+  if (fs::exists(final_dir)) fs::rename(final_dir, old_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  TSU_CHECK(!ec, IOError, "[checkpoint] cannot rename {} to {}: {}", tmp_dir, final_dir, ec.message());
+  fs::remove_all(old_dir, ec);
+  fsync_path(root, true);
+
+  const std::string link_tmp = fmt::format("{}/latest.tmp-{}", root, ::getpid());
+  fs::remove(link_tmp, ec);
+  fs::create_directory_symlink(step_name(step), link_tmp, ec);
+  TSU_CHECK(!ec, IOError, "[checkpoint] cannot create {}: {}", link_tmp, ec.message());
+  fs::rename(link_tmp, root + "/latest", ec);  // atomic replacement of the link
+  TSU_CHECK(!ec, IOError, "[checkpoint] cannot update {}/latest: {}", root, ec.message());
+  fsync_path(root, true);
+
+  // Keep the newest `keep` complete checkpoints; never the one just written.
+  std::vector<std::string> complete = list();
+  for (size_t i = 0; i + static_cast<size_t>(keep_) < complete.size(); ++i)
+    if (complete[i] != final_dir) fs::remove_all(complete[i], ec);
+  return final_dir;
+}
+
+std::vector<std::string> CheckpointManager::list() const {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  if (!fs::is_directory(checkpoints_dir(), ec)) return dirs;
+  for (const auto& entry : fs::directory_iterator(checkpoints_dir(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_symlink() || !entry.is_directory() || !name.starts_with("step-") || name.find('.') != std::string::npos)
+      continue;
+    if (verify_checkpoint(entry.path().string(), /*checksums=*/false).empty()) dirs.push_back(entry.path().string());
+  }
+  std::sort(dirs.begin(), dirs.end());  // zero-padded step numbers sort in order
+  return dirs;
+}
+
+std::optional<std::string> CheckpointManager::latest() const {
+  const std::string link = checkpoints_dir() + "/latest";
+  std::error_code ec;
+  if (fs::is_symlink(link, ec)) {
+    const std::string target = checkpoints_dir() + "/" + fs::read_symlink(link, ec).string();
+    if (!ec && verify_checkpoint(target, false).empty()) return target;
+  }
+  const std::vector<std::string> all = list();  // a missing or stale link: the newest complete one
+  if (all.empty()) return std::nullopt;
+  return all.back();
+}
+
+std::string verify_checkpoint(const std::string& dir, bool checksums) {
+  try {
+    const nlohmann::json state = read_trainer_json(dir);
+    const nlohmann::json& files = state["checkpoint"]["files"];
+    for (const char* name : kTensorFiles) {
+      const std::string path = dir + "/" + name;
+      if (!files.contains(name)) return fmt::format("{}/trainer.json does not describe {}", dir, name);
+      std::error_code ec;
+      const auto size = fs::file_size(path, ec);
+      if (ec) return fmt::format("{} is missing", path);
+      if (size != files[name]["bytes"].get<uint64_t>())
+        return fmt::format("{} has {} bytes, expected {} (truncated?)", path, size, files[name]["bytes"].get<uint64_t>());
+      if (checksums && file_checksum(path) != files[name]["checksum"].get<std::string>())
+        return fmt::format("{} fails its checksum (corrupted)", path);
+    }
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const nlohmann::json::exception& e) {
+    return fmt::format("{}/trainer.json is malformed: {}", dir, e.what());
+  }
+  return "";
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  std::string dir = path;
+  if (!fs::exists(dir + "/trainer.json")) {  // a run directory: take its latest checkpoint
+    const auto latest = CheckpointManager(path, 1).latest();
+    TSU_CHECK(latest.has_value(), IOError, "[checkpoint] {} holds no complete checkpoint", path);
+    dir = *latest;
+  }
+  const std::string problem = verify_checkpoint(dir);
+  TSU_CHECK(problem.empty(), IOError, "[checkpoint] {}", problem);
+  Checkpoint c;
+  c.dir = dir;
+  const nlohmann::json state = read_trainer_json(dir);
+  c.step = state["checkpoint"]["step"].get<int64_t>();
+  c.trainer_json = state.dump();
+  c.model = load_safetensors(dir + "/model.safetensors");
+  c.optimizer = load_safetensors(dir + "/optimizer.safetensors");
+  return c;
+}
+
+}  // namespace tsumugi

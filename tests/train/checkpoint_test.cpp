@@ -1,0 +1,122 @@
+#include <gtest/gtest.h>
+#include <tsumugi/tsumugi.h>
+#include <tsumugi/train/checkpoint.h>
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace tsumugi;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fresh_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("tsumugi_checkpoint_test_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+StateDict weights(float value, int64_t n = 1000) { return {{"w", full({n}, value)}, {"b", full({3}, value)}}; }
+
+}  // namespace
+
+TEST(Checkpoint, SavesLoadsAndPointsLatestAtTheNewest) {
+  const std::string run = fresh_dir("basic");
+  CheckpointManager manager(run, 2);
+  EXPECT_FALSE(manager.latest().has_value());
+  manager.save(10, weights(1), {{"step", from_data<int64_t>({10})}}, R"({"step": 10})");
+  const std::string second = manager.save(20, weights(2), {{"step", from_data<int64_t>({20})}}, R"({"step": 20, "note": "x"})");
+  EXPECT_EQ(manager.latest().value(), second);
+  EXPECT_EQ(fs::read_symlink(run + "/checkpoints/latest").string(), "step-00000020");
+  const Checkpoint c = load_checkpoint(run);  // a run directory means its latest checkpoint
+  EXPECT_EQ(c.step, 20);
+  EXPECT_EQ(c.model.at("w").to_vector<float>()[0], 2.0f);
+  EXPECT_NE(c.trainer_json.find("\"note\""), std::string::npos);
+}
+
+TEST(Checkpoint, KeepsOnlyTheNewestK) {
+  const std::string run = fresh_dir("keep");
+  CheckpointManager manager(run, 2);
+  for (int step = 1; step <= 4; ++step) manager.save(step, weights(step), {}, "{}");
+  const auto all = manager.list();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(fs::path(all[0]).filename(), "step-00000003");
+  EXPECT_EQ(fs::path(all[1]).filename(), "step-00000004");
+}
+
+TEST(Checkpoint, DetectsTruncationAndCorruption) {
+  const std::string run = fresh_dir("corrupt");
+  CheckpointManager manager(run, 3);
+  const std::string dir = manager.save(5, weights(1), {}, "{}");
+  const std::string model = dir + "/model.safetensors";
+  {
+    std::fstream f(model, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-5, std::ios::end);
+    f.put('\x7f');  // flip one byte of the data
+  }
+  try {
+    load_checkpoint(dir);
+    FAIL() << "accepted a corrupted checkpoint";
+  } catch (const IOError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors fails its checksum"), std::string::npos) << e.what();
+  }
+  fs::resize_file(model, fs::file_size(model) - 100);
+  EXPECT_NE(verify_checkpoint(dir).find("truncated"), std::string::npos);
+  EXPECT_FALSE(manager.latest().has_value());  // the only checkpoint is incomplete now
+}
+
+TEST(Checkpoint, AFullDiskLeavesThePreviousCheckpointIntact) {
+  const std::string run = fresh_dir("full_disk");
+  CheckpointManager manager(run, 3);
+  const std::string good = manager.save(1, weights(1), {}, "{}");
+  const pid_t child = fork();
+  if (child == 0) {
+    // The child may write at most 64 KiB per file: the 4 MB checkpoint cannot fit.
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit limit{65536, 65536};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      manager.save(2, weights(2, 1 << 20), {}, "{}");
+    } catch (const IOError&) {
+      _exit(3);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3) << "the failed write was not reported as an IOError";
+  EXPECT_EQ(manager.latest().value(), good);
+  EXPECT_EQ(load_checkpoint(run).model.at("w").to_vector<float>()[0], 1.0f);
+  for (const auto& entry : fs::directory_iterator(run + "/checkpoints"))  // no temporary left behind
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+}
+
+TEST(Checkpoint, AKillDuringAWriteLeavesThePreviousCheckpointLoadable) {
+  const std::string run = fresh_dir("kill");
+  CheckpointManager manager(run, 3);
+  manager.save(1, weights(1), {}, "{}");
+  // Kill writers of a large checkpoint at several moments; the previous one always survives.
+  for (int delay_us : {0, 2000, 10000, 40000, 150000}) {
+    const pid_t child = fork();
+    if (child == 0) {
+      manager.save(2, weights(2, 50 << 20), {}, "{}");
+      _exit(0);
+    }
+    usleep(static_cast<useconds_t>(delay_us));
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    const std::string latest = manager.latest().value();
+    EXPECT_TRUE(verify_checkpoint(latest).empty()) << verify_checkpoint(latest);
+    const Checkpoint c = load_checkpoint(run);
+    EXPECT_TRUE(c.step == 1 || c.step == 2);
+    EXPECT_EQ(c.model.at("w").to_vector<float>()[0], static_cast<float>(c.step));
+  }
+}
