@@ -8,6 +8,10 @@ if(TSUMUGI_CPU_ARCH)
 endif()
 target_compile_options(tsumugi_flags INTERFACE
   $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CONFIG:Release>>:-O3>)
+# Neither flag changes a computed value. Without -fno-trapping-math GCC 12 will not vectorise a
+# loop that mixes a float clamp with integer bit tricks (our exp); without -fno-math-errno every
+# sqrt carries a branch to set errno, which blocks vectorisation of the optimizer loops.
+target_compile_options(tsumugi_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-fno-trapping-math -fno-math-errno>)
 if(TSUMUGI_SANITIZE)
   target_compile_options(tsumugi_flags INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
                          -fno-sanitize-recover=undefined)

@@ -1,6 +1,7 @@
 #pragma once
 // Internal: branch-free math that the compiler vectorises. The f32 versions are accurate to a few
 // ulp; the f64 versions call the standard library (they serve the gradient checks).
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -9,7 +10,7 @@ namespace tsumugi::vmath {
 
 /// e^x for float, relative error about 2e-7; clamps to [e^-87.3, e^88.3].
 inline float exp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  x = std::min(std::max(x, -87.3f), 88.3f);
   // x = n ln2 + r with |r| <= ln2 / 2; the magic constant rounds x / ln2 to an integer.
   const float shifted = x * 1.44269504f + 12582912.0f;
   const float n = shifted - 12582912.0f;
