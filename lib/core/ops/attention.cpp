@@ -50,8 +50,10 @@ void masked_softmax_rows(T* scores, int64_t rows, int64_t ld, int64_t first_quer
     T* row = scores + r * ld;
     const int64_t n = s.visible(first_query + r);
     T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < n; ++j) m = row[j] > m ? row[j] : m;
     T total = 0;
+#pragma omp simd reduction(+ : total)
     for (int64_t j = 0; j < n; ++j) {
       row[j] = vmath::exp(row[j] - m);
       total += row[j];
@@ -113,11 +115,14 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
           for (int64_t r = 0; r < rows; ++r) {
             T* row = p.data() + r * kend;
             const int64_t n = s.visible(t0 + r);
-            for (int64_t j = 0; j < n; ++j) row[j] = vmath::exp(row[j] - lse_rows[r]);
+            const T lse_r = lse_rows[r];
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) row[j] = vmath::exp(row[j] - lse_r);
             for (int64_t j = n; j < kend; ++j) row[j] = 0;
             const T* o_row = O.at(b, t0 + r, h);
             const T* do_row = dO.at(b, t0 + r, h);
             T d = 0;
+#pragma omp simd reduction(+ : d)
             for (int64_t i = 0; i < s.head_dim; ++i) d += o_row[i] * do_row[i];
             delta[static_cast<size_t>(r)] = d;
           }

@@ -20,6 +20,7 @@ void cross_entropy_forward(const T* logits, const I* targets, int64_t rows, int6
   for (int64_t r = 0; r < rows; ++r) {
     const T* x = logits + r * vocab;
     T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < vocab; ++j) m = x[j] > m ? x[j] : m;
     T total = 0;
 #pragma omp simd reduction(+ : total)

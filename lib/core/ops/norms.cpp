@@ -41,8 +41,10 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n) {
     const T* xr = x + r * n;
     T* yr = y + r * n;
     T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
     for (int64_t i = 0; i < n; ++i) m = xr[i] > m ? xr[i] : m;
     T total = 0;
+#pragma omp simd reduction(+ : total)
     for (int64_t i = 0; i < n; ++i) {
       const T e = vmath::exp(xr[i] - m);
       total += e;
@@ -102,10 +104,12 @@ void norm_forward(const T* x, const T* w, const T* b, T* y, T* mean_out, T* rstd
     T mu = 0;
     if constexpr (Centered) {
       T s = 0;
+#pragma omp simd reduction(+ : s)
       for (int64_t i = 0; i < d; ++i) s += xr[i];
       mu = s / static_cast<T>(d);
     }
     T ss = 0;
+#pragma omp simd reduction(+ : ss)
     for (int64_t i = 0; i < d; ++i) ss += (xr[i] - mu) * (xr[i] - mu);
     const T rstd = T(1) / std::sqrt(ss / static_cast<T>(d) + static_cast<T>(eps));
     for (int64_t i = 0; i < d; ++i) {
@@ -130,6 +134,7 @@ void norm_backward(const T* g, const T* x, const T* w, const T* mean, const T* r
     const T mu = Centered ? mean[r] : T(0);
     const T s = rstd[r];
     T sum_dxhat = 0, sum_dxhat_xhat = 0;
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
     for (int64_t i = 0; i < d; ++i) {
       const T dxhat = gr[i] * w[i];
       sum_dxhat += dxhat;
