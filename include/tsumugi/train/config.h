@@ -20,7 +20,7 @@ class ConfigError : public Error {
 
 struct DataConfig {
   std::string train = "data/ja/shards/train";  ///< folder of training shards (with manifest.json)
-  std::string valid = "data/ja/shards/valid";  ///< folder of validation shards ("" for none)
+  std::string valid = "data/ja/shards/val";    ///< folder of validation shards ("" for none)
   std::string tokenizer = "data/ja/tokenizer.model";  ///< SentencePiece model the shards were made with
   int64_t seq_len = 256;                       ///< tokens per training sequence
   uint64_t seed = 1234;                        ///< seed of the sample order

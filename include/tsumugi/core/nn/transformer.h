@@ -59,6 +59,8 @@ class CausalLM : public Module {
   int64_t num_matmul_parameters() const;
   /// Training FLOPs per token at sequence length T: 6 N + 12 L T D (forward and backward).
   double flops_per_token(int64_t seq_len) const;
+  /// The generator behind dropout; its offset is part of a training run's state.
+  Generator& dropout_generator() { return dropout_gen_; }
   /// Accepts a redundant "lm_head.weight" for tied models (some exporters write it).
   void load_state_dict(const StateDict& state, bool strict = true) override;
 

@@ -1,0 +1,306 @@
+// The training loop. Exact resume rests on four things: the weights and optimizer state are
+// saved bit for bit (fp32 safetensors), the data order is a pure function of (seed, samples
+// consumed), the dropout generator's offset is saved, and every kernel is deterministic.
+#include <tsumugi/core/autograd.h>
+#include <tsumugi/core/ops.h>
+#include <tsumugi/core/optim.h>
+#include <tsumugi/core/threads.h>
+#include <tsumugi/train/checkpoint.h>
+#include <tsumugi/train/generate.h>
+#include <tsumugi/train/schedule.h>
+#include <tsumugi/train/trainer.h>
+
+#include <omp.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/check.h"
+#include "metrics.h"
+
+namespace tsumugi {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+volatile sig_atomic_t stop_signal = 0;
+void on_stop_signal(int signal) { stop_signal = signal; }
+
+// Installs SIGINT/SIGTERM handlers for its lifetime: the loop finishes the step and saves.
+class StopSignals {
+ public:
+  StopSignals() {
+    stop_signal = 0;
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  bool requested() const { return stop_signal != 0; }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+std::string model_section(const TrainConfig& c) {
+  const std::string all = config_to_toml(c);
+  const auto begin = all.find("[model]");
+  return all.substr(begin, all.find("\n[", begin) - begin);
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  TSU_CHECK(out.good(), IOError, "[train] cannot write {}", path);
+}
+
+// Everything a run needs, built from the recipe.
+struct Run {
+  TrainConfig config;
+  Tokenizer tokenizer;
+  std::shared_ptr<const ShardSet> train_shards;
+  std::shared_ptr<const ShardSet> valid_shards;
+  std::shared_ptr<CausalLM> model;
+  std::unique_ptr<AdamW> optimizer;
+  int64_t start_step = 0;
+};
+
+Run build_run(const TrainConfig& recipe, bool resume) {
+  TSU_CHECK(recipe.device.type == "cpu", NotImplementedError,
+            "[train] device.type = \"{}\": this build trains on the cpu only (the CUDA trainer is not built yet)",
+            recipe.device.type);
+  Run run{recipe, Tokenizer::load(recipe.data.tokenizer), {}, {}, {}, {}, 0};
+  TrainConfig& c = run.config;
+  if (c.model.vocab == 0) c.model.vocab = run.tokenizer.vocab_size();
+  TSU_CHECK(c.model.vocab >= run.tokenizer.vocab_size(), ConfigError,
+            "[config] model.vocab ({}) is smaller than the tokenizer's vocabulary ({}) in {}", c.model.vocab,
+            run.tokenizer.vocab_size(), c.data.tokenizer);
+  const ShardSetOptions shard_options{.verify_checksums = true, .expected_tokenizer_sha256 = run.tokenizer.sha256()};
+  run.train_shards = std::make_shared<const ShardSet>(ShardSet::open(c.data.train, shard_options));
+  if (!c.data.valid.empty())
+    run.valid_shards = std::make_shared<const ShardSet>(ShardSet::open(c.data.valid, shard_options));
+
+  run.model = make_model(c.model);
+  run.model->init_weights(c.train.seed);
+  run.model->dropout_generator() = Generator(c.train.seed ^ 0x64726f70ull);  // "drop"
+  run.optimizer = std::make_unique<AdamW>(
+      run.model->named_parameters(), AdamWOptions{.lr = c.train.lr, .beta1 = c.train.beta1, .beta2 = c.train.beta2,
+                                                  .eps = c.train.eps, .weight_decay = c.train.weight_decay});
+  if (resume) {
+    if (const auto latest = CheckpointManager(c.checkpoint.dir, c.checkpoint.keep).latest()) {
+      const Checkpoint checkpoint = load_checkpoint(*latest);
+      const nlohmann::json state = nlohmann::json::parse(checkpoint.trainer_json);
+      TrainConfig saved = c;
+      try {
+        saved = parse_config(state.at("config").get<std::string>(), *latest + "/trainer.json");
+      } catch (const nlohmann::json::exception&) {
+        TSU_FAIL(IOError, "[train] {}/trainer.json has no recipe", *latest);
+      }
+      if (saved.model.vocab == 0) saved.model.vocab = c.model.vocab;
+      TSU_CHECK(model_section(saved) == model_section(c), ConfigError,
+                "[train] the checkpoint {} was trained with a different [model] section; resume with the same "
+                "model or use another checkpoint.dir",
+                *latest);
+      run.model->load_state_dict(checkpoint.model);
+      run.optimizer->load_state_dict(checkpoint.optimizer);
+      run.model->dropout_generator().set_offset(state.at("dropout_offset").get<uint64_t>());
+      run.start_step = checkpoint.step;
+      std::printf("resuming from %s (step %lld)\n", latest->c_str(), static_cast<long long>(run.start_step));
+    }
+  }
+  return run;
+}
+
+std::string trainer_state(const Run& run, int64_t step, double loss) {
+  const TrainConfig& c = run.config;
+  nlohmann::json state = {
+      {"step", step},
+      {"samples_consumed", static_cast<uint64_t>(step) * static_cast<uint64_t>(c.train.global_batch)},
+      {"data_seed", c.data.seed},
+      {"dropout_offset", run.model->dropout_generator().offset()},
+      {"loss", loss},
+      {"tokenizer_sha256", run.tokenizer.sha256()},
+      {"layout", {{"world", 1}, {"dp", 1}, {"pp", 1}, {"micro_batch", c.train.micro_batch}}},
+      {"config", config_to_toml(c)}};
+  return state.dump();
+}
+
+}  // namespace
+
+double measure_gemm_gflops() {
+  constexpr int64_t n = 1024;
+  Generator gen(1);
+  const Tensor a = randn({n, n}, gen), b = randn({n, n}, gen);
+  double best = 0;
+  for (int i = 0; i < 4; ++i) {
+    const auto start = Clock::now();
+    const Tensor c = matmul(a, b);
+    best = std::max(best, 2.0 * n * n * n / seconds_since(start) / 1e9);
+  }
+  return best;
+}
+
+TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
+  const ParallelConfig& parallel = recipe.parallel;
+  set_num_threads(parallel.threads > 0 ? static_cast<int>(parallel.threads) : omp_get_num_procs());
+  if (parallel.blas_threads > 0 || parallel.deterministic)
+    set_blas_threads(parallel.blas_threads > 0 ? static_cast<int>(parallel.blas_threads) : 1);
+
+  Run run = build_run(recipe, resume);
+  const TrainConfig& c = run.config;
+  CausalLM& model = *run.model;
+  AdamW& optimizer = *run.optimizer;
+  const std::string run_dir = c.checkpoint.dir;
+  fs::create_directories(run_dir);
+  write_text(run_dir + "/config.toml", config_to_toml(c));
+  write_text(run_dir + "/tokenizer.model", run.tokenizer.model_bytes());  // the run is self-contained
+  CheckpointManager checkpoints(run_dir, c.checkpoint.keep);
+  MetricsFile metrics(run_dir + "/metrics.jsonl", run.start_step);
+
+  const int64_t accumulation = c.train.global_batch / c.train.micro_batch;
+  DataLoader loader(run.train_shards,
+                    LoaderOptions{.seq_len = c.data.seq_len, .global_batch = c.train.micro_batch, .rank = 0, .world = 1,
+                                  .seed = c.data.seed,
+                                  .samples_consumed = static_cast<uint64_t>(run.start_step * c.train.global_batch)});
+  std::optional<ValidationIterator> validation;
+  if (run.valid_shards) validation.emplace(run.valid_shards, c.data.seq_len, c.train.micro_batch);
+  const LRSchedule schedule{.kind = c.train.schedule, .lr = c.train.lr, .min_lr = c.train.min_lr,
+                            .warmup_steps = c.train.warmup_steps, .total_steps = c.train.steps,
+                            .decay_fraction = c.train.decay_fraction};
+  const std::vector<Tensor> params = model.parameters();
+  const double peak_gflops = measure_gemm_gflops();
+  const double flops_per_step =
+      model.flops_per_token(c.data.seq_len) * static_cast<double>(c.train.global_batch * c.data.seq_len);
+  const bool terminal = isatty(STDOUT_FILENO);
+  std::printf("training %s: %.2f M parameters, %lld steps of %lld x %lld tokens (%lld micro-batches of %lld), run in %s\n",
+              std::string(arch_name(c.model.arch)).c_str(), model.num_parameters() / 1e6,
+              static_cast<long long>(c.train.steps), static_cast<long long>(c.train.global_batch),
+              static_cast<long long>(c.data.seq_len), static_cast<long long>(accumulation),
+              static_cast<long long>(c.train.micro_batch), run_dir.c_str());
+
+  TrainOutcome outcome;
+  outcome.step = run.start_step;
+  StopSignals signals;
+  const auto started = Clock::now();
+  double train_seconds = 0;  // time in steps only, for the time-left estimate
+  int64_t last_saved = -1;
+  auto save = [&](int64_t step) {
+    outcome.checkpoint = checkpoints.save(step, model.state_dict(), optimizer.state_dict(),
+                                          trainer_state(run, step, outcome.loss));
+    last_saved = step;
+  };
+  auto run_eval = [&](int64_t step) {
+    if (!validation) return;
+    const EvalResult r = evaluate(model, *validation, run.tokenizer, c.eval.batches);
+    outcome.eval = r;
+    metrics.write({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity}, {"val_bpb", r.bits_per_byte},
+                   {"val_tokens", r.tokens}});
+    std::printf("%seval @ step %lld: loss %.4f | perplexity %.2f | %.4f bits per byte (%lld tokens)\n",
+                terminal ? "\n" : "", static_cast<long long>(step), r.loss, r.perplexity, r.bits_per_byte,
+                static_cast<long long>(r.tokens));
+  };
+  auto print_sample = [&](int64_t step) {
+    std::vector<int64_t> prompt;
+    for (int32_t id : run.tokenizer.encode(c.eval.prompt)) prompt.push_back(id);
+    if (prompt.empty()) return;
+    Generator gen(static_cast<uint64_t>(step));
+    const std::vector<int64_t> out =
+        generate(model, prompt, c.eval.sample_tokens,
+                 {.temperature = c.eval.temperature, .top_k = c.eval.top_k, .top_p = c.eval.top_p}, gen,
+                 run.tokenizer.eos_id());
+    std::vector<int32_t> ids(out.begin(), out.end());
+    std::printf("%ssample @ step %lld: %s%s\n", terminal ? "\n" : "", static_cast<long long>(step),
+                c.eval.prompt.c_str(), run.tokenizer.decode(ids).c_str());
+  };
+
+  for (int64_t step = run.start_step; step < c.train.steps;) {
+    const auto step_start = Clock::now();
+    const double lr = schedule.at(step);
+    optimizer.set_lr(lr);
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < accumulation; ++micro) {
+      const Batch batch = loader.next();
+      const Tensor logits = model.forward(batch.inputs);
+      const Tensor loss = cross_entropy(logits.view({-1, c.model.vocab}), batch.targets.view({-1}), -100, c.train.z_loss);
+      loss_sum += loss.item<double>();
+      (accumulation == 1 ? loss : loss * (1.0 / static_cast<double>(accumulation))).backward();
+    }
+    const double loss = loss_sum / static_cast<double>(accumulation);
+    const double norm = c.train.grad_clip > 0 ? clip_grad_norm(params, c.train.grad_clip) : grad_norm(params);
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      metrics.write({{"step", step + 1}, {"event", "nonfinite"}, {"loss", loss}, {"grad_norm", norm},
+                     {"policy", c.train.on_nonfinite}});
+      optimizer.zero_grad();
+      if (c.train.on_nonfinite == "stop") {
+        save(step);  // the weights before this step
+        TSU_FAIL(Error, "[train] non-finite loss ({}) or gradient norm ({}) at step {}; stopped after saving {}", loss,
+                 norm, step + 1, outcome.checkpoint);
+      }
+      std::printf("%sstep %lld: non-finite loss or gradient norm, update skipped\n", terminal ? "\n" : "",
+                  static_cast<long long>(step + 1));
+    } else {
+      optimizer.step();
+      optimizer.zero_grad();
+    }
+    ++step;
+    const double step_seconds = seconds_since(step_start);
+    train_seconds += step_seconds;
+    outcome.step = step;
+    outcome.loss = loss;
+    const double tokens_per_s = static_cast<double>(c.train.global_batch * c.data.seq_len) / step_seconds;
+    const nlohmann::json record = {{"step", step},
+                                   {"loss", loss},
+                                   {"lr", lr},
+                                   {"grad_norm", norm},
+                                   {"tokens_per_s", tokens_per_s},
+                                   {"mfu", flops_per_step / step_seconds / 1e9 / peak_gflops},
+                                   {"memory_mb", peak_rss_mb()},
+                                   {"step_seconds", step_seconds},
+                                   {"elapsed_seconds", seconds_since(started)}};
+    metrics.write(record);
+    const int64_t done_here = step - run.start_step;
+    if (step % c.log.every == 0 || step == c.train.steps)
+      print_progress(record, c.train.steps, train_seconds / static_cast<double>(done_here) * static_cast<double>(c.train.steps - step),
+                     terminal);
+    if (c.eval.every > 0 && step % c.eval.every == 0 && step < c.train.steps) run_eval(step);
+    if (c.eval.sample_every > 0 && step % c.eval.sample_every == 0) print_sample(step);
+    if (c.checkpoint.every > 0 && step % c.checkpoint.every == 0) save(step);
+    if (signals.requested()) {
+      outcome.stop_reason = "signal";
+      break;
+    }
+    if (c.train.max_minutes > 0 && seconds_since(started) > c.train.max_minutes * 60.0) {
+      outcome.stop_reason = "time limit";
+      break;
+    }
+  }
+  outcome.finished = outcome.step >= c.train.steps;
+  if (outcome.finished) run_eval(outcome.step);
+  if (last_saved != outcome.step) save(outcome.step);
+  std::printf("%s at step %lld; checkpoint %s\n",
+              outcome.finished ? "finished" : ("stopped (" + outcome.stop_reason + ")").c_str(),
+              static_cast<long long>(outcome.step), outcome.checkpoint.c_str());
+  return outcome;
+}
+
+}  // namespace tsumugi

@@ -1,0 +1,129 @@
+// tsumugi train / eval / generate / export.
+#include <tsumugi/core/threads.h>
+#include <tsumugi/data/loader.h>
+#include <tsumugi/train/config.h>
+#include <tsumugi/train/eval.h>
+#include <tsumugi/train/export.h>
+#include <tsumugi/train/generate.h>
+#include <tsumugi/train/trainer.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.h"
+
+namespace tsumugi::cli {
+namespace {
+
+struct TrainArgs {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  std::string resume = "auto";
+  bool print_keys = false;
+};
+
+void run_train(const TrainArgs& args) {
+  if (args.print_keys) {
+    for (const ConfigKey& key : config_keys()) std::printf("%-26s %-7s %s\n", key.name.c_str(), key.type.c_str(), key.help.c_str());
+    return;
+  }
+  const TrainConfig config = load_config(args.recipe, args.overrides);
+  std::printf("# effective configuration (%s)\n%s\n", args.recipe.c_str(), config_to_toml(config).c_str());
+  run_training(config, args.resume == "auto");
+}
+
+struct EvalArgs {
+  std::string checkpoint, data, tokenizer;
+  int64_t batch = 8;
+  int64_t seq_len = 0;
+};
+
+// A prep output folder holds val/ and train/; a split folder holds manifest.json.
+std::string split_folder(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (fs::exists(fs::path(path) / "manifest.json")) return path;
+  if (fs::exists(fs::path(path) / "val" / "manifest.json")) return (fs::path(path) / "val").string();
+  return path;  // ShardSet::open reports what is missing
+}
+
+void run_eval(const EvalArgs& args) {
+  const TrainedModel trained = load_trained_model(args.checkpoint, args.tokenizer);
+  const int64_t seq_len = args.seq_len > 0 ? args.seq_len : trained.config.data.seq_len;
+  ValidationIterator batches(split_folder(args.data), seq_len, args.batch, 0, 1,
+                             {.verify_checksums = true, .expected_tokenizer_sha256 = trained.tokenizer.sha256()});
+  const EvalResult r = evaluate(*trained.model, batches, trained.tokenizer);
+  std::printf("checkpoint %s (step %lld) on %s\n", trained.dir.c_str(), static_cast<long long>(trained.step),
+              split_folder(args.data).c_str());
+  std::printf("loss=%.6f perplexity=%.4f bits_per_byte=%.6f tokens=%lld bytes=%llu\n", r.loss, r.perplexity,
+              r.bits_per_byte, static_cast<long long>(r.tokens), static_cast<unsigned long long>(r.bytes));
+}
+
+struct GenerateArgs {
+  std::string checkpoint, prompt, tokenizer;
+  int64_t max_tokens = 100;
+  SamplingOptions sampling;
+  uint64_t seed = 0;
+};
+
+void run_generate(const GenerateArgs& args) {
+  const TrainedModel trained = load_trained_model(args.checkpoint, args.tokenizer);
+  std::vector<int64_t> prompt;
+  for (int32_t id : trained.tokenizer.encode(args.prompt)) prompt.push_back(id);
+  if (prompt.empty()) throw ValueError("[generate] the prompt is empty");
+  Generator gen(args.seed);
+  const std::vector<int64_t> out =
+      generate(*trained.model, prompt, args.max_tokens, args.sampling, gen, trained.tokenizer.eos_id());
+  const std::vector<int32_t> ids(out.begin(), out.end());
+  std::printf("%s%s\n", args.prompt.c_str(), trained.tokenizer.decode(ids).c_str());
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  auto train = std::make_shared<TrainArgs>();
+  CLI::App* t = app.add_subcommand("train", "Train a model from a TOML recipe (configs/*.toml)");
+  t->add_option("recipe", train->recipe, "recipe file");
+  t->add_option("--set", train->overrides, "override a recipe key: --set train.lr=3e-4 (repeatable)");
+  t->add_option("--resume", train->resume, "auto: continue from the newest complete checkpoint; never: start afresh")
+      ->check(CLI::IsMember({"auto", "never"}))
+      ->capture_default_str();
+  t->add_flag("--list-keys", train->print_keys, "print every recipe key with its type and meaning");
+  t->callback([train] {
+    if (!train->print_keys && train->recipe.empty()) throw CLI::RequiredError("recipe");
+    run_train(*train);
+  });
+
+  auto eval = std::make_shared<EvalArgs>();
+  CLI::App* e = app.add_subcommand("eval", "Loss, perplexity and bits per byte of a checkpoint on a validation split");
+  e->add_option("--checkpoint", eval->checkpoint, "checkpoint or run directory")->required();
+  e->add_option("--data", eval->data, "validation shards (a split folder, or a prep output folder)")->required();
+  e->add_option("--tokenizer", eval->tokenizer, "SentencePiece model (default: the run's)");
+  e->add_option("--batch", eval->batch, "sequences per forward pass")->capture_default_str();
+  e->add_option("--seq-len", eval->seq_len, "tokens per sequence (default: the recipe's)");
+  e->callback([eval] { run_eval(*eval); });
+
+  auto gen = std::make_shared<GenerateArgs>();
+  CLI::App* g = app.add_subcommand("generate", "Continue a prompt with a trained model");
+  g->add_option("--checkpoint", gen->checkpoint, "checkpoint or run directory")->required();
+  g->add_option("--prompt", gen->prompt, "text to continue")->required();
+  g->add_option("--tokenizer", gen->tokenizer, "SentencePiece model (default: the run's)");
+  g->add_option("--max-tokens", gen->max_tokens, "tokens to generate")->capture_default_str();
+  g->add_option("--temperature", gen->sampling.temperature, "0: greedy")->capture_default_str();
+  g->add_option("--top-k", gen->sampling.top_k, "0: off")->capture_default_str();
+  g->add_option("--top-p", gen->sampling.top_p, "1: off")->capture_default_str();
+  g->add_option("--seed", gen->seed, "sampling seed")->capture_default_str();
+  g->callback([gen] { run_generate(*gen); });
+
+  auto out = std::make_shared<std::pair<std::string, std::string>>();
+  auto format = std::make_shared<std::string>("hf");
+  CLI::App* x = app.add_subcommand("export", "Write a Hugging Face model directory from a checkpoint");
+  x->add_option("--checkpoint", out->first, "checkpoint or run directory")->required();
+  x->add_option("--format", *format, "hf (transformers)")->check(CLI::IsMember({"hf"}))->capture_default_str();
+  x->add_option("--out", out->second, "output directory")->required();
+  x->callback([out] {
+    export_hf(out->first, out->second);
+    std::printf("exported %s to %s\n", out->first.c_str(), out->second.c_str());
+  });
+}
+
+}  // namespace tsumugi::cli
