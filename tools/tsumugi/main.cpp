@@ -17,7 +17,6 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   tsumugi::cli::add_bench_train_command(*bench);
   tsumugi::cli::add_data_commands(app, *bench);
-  tsumugi::cli::add_train_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
