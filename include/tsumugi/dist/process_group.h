@@ -1,0 +1,97 @@
+#pragma once
+/// Process groups: collectives between the processes of a job, one process per device. The local
+/// backend is a group of one; the MPI backend moves CPU tensors (rank, world size and local rank
+/// come from MPI); an NCCL backend for GPU tensors joins them when CUDA is built.
+///
+/// Every blocking collective is watched: one that has not completed after the group's timeout
+/// ends the whole job with a message naming the rank, the operation and its sequence number.
+#include <tsumugi/core/tensor.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tsumugi {
+
+enum class ReduceOp { sum, max, min };
+
+/// A collective that failed or timed out, or a peer that is gone.
+class DistError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Where this process sits in the job.
+struct ProcessInfo {
+  int rank = 0;         ///< in the whole job
+  int world = 1;        ///< processes in the job
+  int local_rank = 0;   ///< among the processes on this node (which GPU to take)
+  int local_world = 1;  ///< processes on this node
+};
+
+/// Handle to an asynchronous operation.
+class Work {
+ public:
+  virtual ~Work() = default;
+  /// Blocks until the operation is complete; rethrows its error.
+  virtual void wait() = 0;
+};
+
+class ProcessGroup {
+ public:
+  virtual ~ProcessGroup() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  /// "local" or "mpi".
+  virtual std::string backend() const = 0;
+
+  /// In place: every rank ends with the reduction over all ranks (contiguous tensors).
+  virtual void all_reduce(Tensor& tensor, ReduceOp op = ReduceOp::sum) = 0;
+  /// In place, sum, bitwise identical on every rank and equal to the balanced binary tree over
+  /// ranks ((r0 + r1) + (r2 + r3)) ...: recursive doubling with fixed partners. Size must be a
+  /// power of two.
+  virtual void all_reduce_tree(Tensor& tensor) = 0;
+  /// input (size * n) -> output (n): rank r gets the reduction of every rank's chunk r.
+  virtual void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op = ReduceOp::sum) = 0;
+  /// input (n) -> output (size * n): chunk r is rank r's input.
+  virtual void all_gather(const Tensor& input, Tensor& output) = 0;
+  /// In place: every rank ends with root's tensor.
+  virtual void broadcast(Tensor& tensor, int root) = 0;
+  virtual void send(const Tensor& tensor, int dst, int tag = 0) = 0;
+  virtual void recv(Tensor& tensor, int src, int tag = 0) = 0;
+  virtual void barrier() = 0;
+  /// Splits the group: ranks with the same color form a new group, ordered by key. Collective.
+  virtual std::shared_ptr<ProcessGroup> split(int color, int key) = 0;
+  /// Starts an all-reduce that a communication thread carries out; `tensor` must stay alive and
+  /// untouched until wait() returns.
+  virtual std::shared_ptr<Work> all_reduce_async(Tensor tensor, ReduceOp op = ReduceOp::sum) = 0;
+
+  /// How long a collective may take before the job is ended (default 600 s, or
+  /// TSUMUGI_COLLECTIVE_TIMEOUT seconds from the environment).
+  void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+ protected:
+  std::chrono::milliseconds timeout_ = default_timeout();
+  static std::chrono::milliseconds default_timeout();
+};
+
+/// A group of one process: every collective is the identity.
+std::shared_ptr<ProcessGroup> local_group();
+/// True when this process was started by mpirun/srun (Open MPI, MPICH or PMIx environment).
+bool launched_with_mpi();
+/// All processes of the job over MPI (initialises MPI with thread support on first use).
+/// Throws NotImplementedError in a build without MPI.
+std::shared_ptr<ProcessGroup> mpi_world();
+/// The job's group: mpi_world() under mpirun, else local_group().
+std::shared_ptr<ProcessGroup> default_group();
+/// Rank, world size and node-local rank (MPI_Comm_split_type over shared memory).
+ProcessInfo process_info();
+/// Ends every process of the job with `code` (MPI_Abort under MPI, else exit). For a tool's main
+/// after it printed the error; the library itself never calls this.
+[[noreturn]] void abort_job(int code);
+/// Finalises MPI if it was initialised (call before a normal exit).
+void shutdown_distributed();
+
+}  // namespace tsumugi

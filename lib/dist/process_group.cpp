@@ -1,0 +1,67 @@
+// The local (single-process) group, launch detection and the collective timeout.
+#include <tsumugi/core/ops.h>
+#include <tsumugi/dist/process_group.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "core/check.h"
+
+namespace tsumugi {
+namespace {
+
+class ReadyWork : public Work {
+ public:
+  void wait() override {}
+};
+
+class LocalGroup : public ProcessGroup {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string backend() const override { return "local"; }
+  void all_reduce(Tensor&, ReduceOp) override {}
+  void all_reduce_tree(Tensor&) override {}
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp) override {
+    TSU_CHECK(input.numel() == output.numel(), ValueError, "[reduce_scatter] input has {} elements, output {}",
+              input.numel(), output.numel());
+    output.copy_(input.view(output.shape()));
+  }
+  void all_gather(const Tensor& input, Tensor& output) override {
+    TSU_CHECK(input.numel() == output.numel(), ValueError, "[all_gather] input has {} elements, output {}",
+              input.numel(), output.numel());
+    output.copy_(input.view(output.shape()));
+  }
+  void broadcast(Tensor&, int root) override {
+    TSU_CHECK(root == 0, ValueError, "[broadcast] root {} outside a group of 1", root);
+  }
+  void send(const Tensor&, int dst, int) override {
+    TSU_FAIL(DistError, "[send] rank {} does not exist in a group of 1", dst);
+  }
+  void recv(Tensor&, int src, int) override { TSU_FAIL(DistError, "[recv] rank {} does not exist in a group of 1", src); }
+  void barrier() override {}
+  std::shared_ptr<ProcessGroup> split(int, int) override { return std::make_shared<LocalGroup>(); }
+  std::shared_ptr<Work> all_reduce_async(Tensor, ReduceOp) override { return std::make_shared<ReadyWork>(); }
+};
+
+}  // namespace
+
+std::chrono::milliseconds ProcessGroup::default_timeout() {
+  if (const char* env = std::getenv("TSUMUGI_COLLECTIVE_TIMEOUT")) {
+    const double seconds = std::atof(env);
+    if (seconds > 0) return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  }
+  return std::chrono::seconds(600);
+}
+
+std::shared_ptr<ProcessGroup> local_group() { return std::make_shared<LocalGroup>(); }
+
+bool launched_with_mpi() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(name) != nullptr) return true;
+  return false;
+}
+
+std::shared_ptr<ProcessGroup> default_group() { return launched_with_mpi() ? mpi_world() : local_group(); }
+
+}  // namespace tsumugi
