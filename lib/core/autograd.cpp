@@ -99,8 +99,12 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
             shape_str(seed.shape()), shape_str(shape()));
 
   NoGradGuard no_grad;  // backward formulas are not themselves recorded
+  auto grad_ready = [](const std::shared_ptr<TensorImpl>& leaf) {
+    if (leaf->grad_ready_hook) leaf->grad_ready_hook(Tensor(leaf));
+  };
   if (is_leaf()) {
     accumulate_leaf(*impl(), seed);
+    grad_ready(impl_ptr());
     return;
   }
 
@@ -109,11 +113,13 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
   std::vector<std::shared_ptr<Node>> stack{impl()->grad_fn};
   pending[impl()->grad_fn.get()] = 0;
   std::vector<std::shared_ptr<Node>> all_nodes;
+  std::unordered_map<TensorImpl*, int> leaf_uses;  // edges into each leaf: its hook fires after the last
   while (!stack.empty()) {
     std::shared_ptr<Node> node = std::move(stack.back());
     stack.pop_back();
     all_nodes.push_back(node);
     for (const Edge& edge : node->edges) {
+      if (edge.leaf) ++leaf_uses[edge.leaf.get()];
       if (!edge.node) continue;
       auto [it, inserted] = pending.try_emplace(edge.node.get(), 0);
       ++it->second;
@@ -158,11 +164,14 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
           slot = slot.defined() ? add(slot, g) : g;
         }
         if (--pending[edge.node.get()] == 0) ready.push(edge.node);
-      } else if (edge.leaf && g.defined()) {
-        TSU_CHECK(g.shape() == edge.leaf->shape, AutogradError,
-                  "[backward] '{}' produced a gradient of shape {} for an input of shape {}", node->name,
-                  shape_str(g.shape()), shape_str(edge.leaf->shape));
-        accumulate_leaf(*edge.leaf, g);
+      } else if (edge.leaf) {
+        if (g.defined()) {
+          TSU_CHECK(g.shape() == edge.leaf->shape, AutogradError,
+                    "[backward] '{}' produced a gradient of shape {} for an input of shape {}", node->name,
+                    shape_str(g.shape()), shape_str(edge.leaf->shape));
+          accumulate_leaf(*edge.leaf, g);
+        }
+        if (--leaf_uses[edge.leaf.get()] == 0) grad_ready(edge.leaf);
       }
     }
     if (!retain_graph) {

@@ -236,6 +236,11 @@ Tensor Tensor::detach() const {
   return make_tensor(impl.storage, impl.shape, impl.strides, impl.offset, impl.dtype);
 }
 
+void Tensor::set_grad_ready_hook(std::function<void(const Tensor&)> hook) const {
+  TSU_CHECK(is_leaf(), AutogradError, "[grad_ready_hook] only leaf tensors have gradient hooks");
+  impl_->grad_ready_hook = std::move(hook);
+}
+
 // ---- in-place ----
 namespace {
 void check_inplace(const Tensor& t, const char* op) {

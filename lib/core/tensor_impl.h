@@ -19,6 +19,7 @@ struct TensorImpl {
   bool grad_owned = false;        // grad is ours to update in place
   std::shared_ptr<Node> grad_fn;  // the op that produced this tensor (null for leaves)
   int output_nr = 0;              // which output of grad_fn this is
+  std::function<void(const Tensor&)> grad_ready_hook;  // leaves: called when a backward's gradient is complete
 
   Device device() const { return storage ? storage->device() : Device::cpu(); }
 };

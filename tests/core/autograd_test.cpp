@@ -103,3 +103,17 @@ TEST(Autograd, SplitPartsShareOneNode) {
   y.backward();
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{1, 0, 0, 3, 3, 3, 1, 0, 0, 3, 3, 3}));
 }
+
+TEST(Autograd, GradReadyHookFiresOnceWhenTheGradientIsComplete) {
+  Tensor w = from_data<double>({2.0}).set_requires_grad();
+  std::vector<double> seen;
+  w.set_grad_ready_hook([&](const Tensor& t) { seen.push_back(t.grad().item<double>()); });
+  Tensor y = sum(w * 3.0) + sum(w * w);  // two uses: 3 + 2w = 7
+  y.backward();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_DOUBLE_EQ(seen[0], 7.0);
+  sum(w * 1.0).backward();  // accumulates: the hook sees the running total
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_DOUBLE_EQ(seen[1], 8.0);
+  EXPECT_THROW((w * 2.0).set_grad_ready_hook(nullptr), AutogradError);
+}

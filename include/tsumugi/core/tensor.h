@@ -7,6 +7,7 @@
 #include <tsumugi/core/error.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <iosfwd>
 #include <memory>
@@ -117,6 +118,9 @@ class Tensor {
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
   /// Same storage, cut from the tape, never requires grad.
   Tensor detach() const;
+  /// Calls `hook(tensor)` during each backward pass, once this leaf's gradient for that pass is
+  /// complete (all its uses have contributed). Data parallelism starts communication from here.
+  void set_grad_ready_hook(std::function<void(const Tensor&)> hook) const;
 
   // ---- in-place, for optimizers and initialisation; refused on tensors autograd tracks ----
   Tensor& fill_(double value);
