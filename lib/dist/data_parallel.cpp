@@ -103,9 +103,9 @@ DataParallel::~DataParallel() {
   for (Tensor& p : impl_->params) p.set_grad_ready_hook(nullptr);
 }
 
-uint64_t DataParallel::parameter_checksum() const {
+uint64_t parameter_checksum(const Module& module) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (const Tensor& p : impl_->params) {
+  for (const Tensor& p : module.parameters()) {
     const Tensor c = p.contiguous();
     const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
     for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
@@ -113,15 +113,15 @@ uint64_t DataParallel::parameter_checksum() const {
   return h;
 }
 
-void DataParallel::broadcast_parameters() {
+void broadcast_parameters(Module& module, ProcessGroup& group) {
   NoGradGuard no_grad;
-  for (Tensor& p : impl_->params) {
+  for (const Tensor& p : module.parameters()) {
     Tensor buffer = p.detach();
-    impl_->group->broadcast(buffer, 0);
+    group.broadcast(buffer, 0);
   }
-  const uint64_t mine = parameter_checksum();
-  Tensor all = empty({impl_->group->size()}, {.dtype = DType::i64});
-  impl_->group->all_gather(from_data<int64_t>({static_cast<int64_t>(mine)}), all);
+  const uint64_t mine = parameter_checksum(module);
+  Tensor all = empty({group.size()}, {.dtype = DType::i64});
+  group.all_gather(from_data<int64_t>({static_cast<int64_t>(mine)}), all);
   const std::vector<int64_t> sums = all.to_vector<int64_t>();
   for (size_t r = 0; r < sums.size(); ++r)
     TSU_CHECK(sums[r] == sums[0], DistError,

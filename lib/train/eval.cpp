@@ -10,7 +10,8 @@
 
 namespace tsumugi {
 
-EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenizer& tokenizer, int64_t max_batches) {
+EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenizer& tokenizer, int64_t max_batches,
+                    ProcessGroup* group) {
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
@@ -30,6 +31,14 @@ EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenize
     result.bytes += tokenizer.byte_count(ids);
   }
   model.train(was_training);
+  if (group != nullptr && group->size() > 1) {
+    Tensor sums = from_data<double>({total_nats, static_cast<double>(result.tokens), static_cast<double>(result.bytes)});
+    group->all_reduce(sums);
+    const std::vector<double> s = sums.to_vector<double>();
+    total_nats = s[0];
+    result.tokens = static_cast<int64_t>(s[1]);
+    result.bytes = static_cast<uint64_t>(s[2]);
+  }
   TSU_CHECK(result.tokens > 0, ValueError, "[eval] the validation split holds no complete sequence");
   result.loss = total_nats / static_cast<double>(result.tokens);
   result.perplexity = std::exp(result.loss);

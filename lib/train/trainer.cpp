@@ -5,6 +5,7 @@
 #include <tsumugi/core/ops.h>
 #include <tsumugi/core/optim.h>
 #include <tsumugi/core/threads.h>
+#include <tsumugi/dist/data_parallel.h>
 #include <tsumugi/train/checkpoint.h>
 #include <tsumugi/train/generate.h>
 #include <tsumugi/train/schedule.h>
@@ -22,6 +23,7 @@
 #include <fstream>
 
 #include "core/check.h"
+#include "gradient_step.h"
 #include "metrics.h"
 
 namespace tsumugi {
@@ -85,7 +87,7 @@ struct Run {
   int64_t start_step = 0;
 };
 
-Run build_run(const TrainConfig& recipe, bool resume) {
+Run build_run(const TrainConfig& recipe, bool resume, bool leader) {
   TSU_CHECK(recipe.device.type == "cpu", NotImplementedError,
             "[train] device.type = \"{}\": this build trains on the cpu only (the CUDA trainer is not built yet)",
             recipe.device.type);
@@ -125,13 +127,13 @@ Run build_run(const TrainConfig& recipe, bool resume) {
       run.optimizer->load_state_dict(checkpoint.optimizer);
       run.model->dropout_generator().set_offset(state.at("dropout_offset").get<uint64_t>());
       run.start_step = checkpoint.step;
-      std::printf("resuming from %s (step %lld)\n", latest->c_str(), static_cast<long long>(run.start_step));
+      if (leader) std::printf("resuming from %s (step %lld)\n", latest->c_str(), static_cast<long long>(run.start_step));
     }
   }
   return run;
 }
 
-std::string trainer_state(const Run& run, int64_t step, double loss) {
+std::string trainer_state(const Run& run, int64_t step, double loss, int world) {
   const TrainConfig& c = run.config;
   nlohmann::json state = {
       {"step", step},
@@ -140,7 +142,7 @@ std::string trainer_state(const Run& run, int64_t step, double loss) {
       {"dropout_offset", run.model->dropout_generator().offset()},
       {"loss", loss},
       {"tokenizer_sha256", run.tokenizer.sha256()},
-      {"layout", {{"world", 1}, {"dp", 1}, {"pp", 1}, {"micro_batch", c.train.micro_batch}}},
+      {"layout", {{"world", world}, {"dp", world}, {"pp", 1}, {"micro_batch", c.train.micro_batch}}},
       {"config", config_to_toml(c)}};
   return state.dump();
 }
@@ -162,28 +164,50 @@ double measure_gemm_gflops() {
 
 TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   const ParallelConfig& parallel = recipe.parallel;
-  set_num_threads(parallel.threads > 0 ? static_cast<int>(parallel.threads) : omp_get_num_procs());
+  std::shared_ptr<ProcessGroup> group = default_group();
+  const ProcessInfo where = process_info();
+  const int rank = group->rank(), world = group->size();
+  TSU_CHECK(parallel.pp == 1, NotImplementedError, "[train] parallel.pp = {}: pipeline parallelism is not built yet",
+            parallel.pp);
+  TSU_CHECK(parallel.dp == 0 || parallel.dp == world, ConfigError,
+            "[config] parallel.dp = {} but the job has {} processes (pp = 1)", parallel.dp, world);
+  TSU_CHECK(parallel.zero == 0, NotImplementedError, "[train] parallel.zero = 1 is not built yet");
+  // Threads: the recipe's, else this node's cores shared among its ranks.
+  const int threads = parallel.threads > 0 ? static_cast<int>(parallel.threads)
+                                           : std::max(1, omp_get_num_procs() / std::max(1, where.local_world));
+  set_num_threads(threads);
   if (parallel.blas_threads > 0 || parallel.deterministic)
     set_blas_threads(parallel.blas_threads > 0 ? static_cast<int>(parallel.blas_threads) : 1);
 
-  Run run = build_run(recipe, resume);
+  Run run = build_run(recipe, resume, rank == 0);
   const TrainConfig& c = run.config;
   CausalLM& model = *run.model;
   AdamW& optimizer = *run.optimizer;
+  if (world > 1) broadcast_parameters(model, *group);  // identical start everywhere, checksum-verified
+  const bool leader = rank == 0;  // writes files and prints
   const std::string run_dir = c.checkpoint.dir;
-  fs::create_directories(run_dir);
-  write_text(run_dir + "/config.toml", config_to_toml(c));
-  write_text(run_dir + "/tokenizer.model", run.tokenizer.model_bytes());  // the run is self-contained
   CheckpointManager checkpoints(run_dir, c.checkpoint.keep);
-  MetricsFile metrics(run_dir + "/metrics.jsonl", run.start_step);
+  std::unique_ptr<MetricsFile> metrics;
+  if (leader) {
+    fs::create_directories(run_dir);
+    write_text(run_dir + "/config.toml", config_to_toml(c));
+    write_text(run_dir + "/tokenizer.model", run.tokenizer.model_bytes());  // the run is self-contained
+    metrics = std::make_unique<MetricsFile>(run_dir + "/metrics.jsonl", run.start_step);
+  }
+  auto log_metrics = [&](const nlohmann::json& record) {
+    if (metrics) metrics->write(record);
+  };
 
-  const int64_t accumulation = c.train.global_batch / c.train.micro_batch;
+  GradientStep gradient_step(model, c, group);
+  const int64_t accumulation = c.train.global_batch / c.train.micro_batch / world;  // micro-batches per rank
+  // Each step, rank r takes rows [r G / R, (r + 1) G / R) of the global batch: consecutive
+  // micro-batches, as the deterministic tree needs.
   DataLoader loader(run.train_shards,
-                    LoaderOptions{.seq_len = c.data.seq_len, .global_batch = c.train.micro_batch, .rank = 0, .world = 1,
-                                  .seed = c.data.seed,
+                    LoaderOptions{.seq_len = c.data.seq_len, .global_batch = c.train.global_batch, .rank = rank,
+                                  .world = world, .seed = c.data.seed,
                                   .samples_consumed = static_cast<uint64_t>(run.start_step * c.train.global_batch)});
   std::optional<ValidationIterator> validation;
-  if (run.valid_shards) validation.emplace(run.valid_shards, c.data.seq_len, c.train.micro_batch);
+  if (run.valid_shards) validation.emplace(run.valid_shards, c.data.seq_len, c.train.micro_batch, rank, world);
   const LRSchedule schedule{.kind = c.train.schedule, .lr = c.train.lr, .min_lr = c.train.min_lr,
                             .warmup_steps = c.train.warmup_steps, .total_steps = c.train.steps,
                             .decay_fraction = c.train.decay_fraction};
@@ -191,12 +215,15 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   const double peak_gflops = measure_gemm_gflops();
   const double flops_per_step =
       model.flops_per_token(c.data.seq_len) * static_cast<double>(c.train.global_batch * c.data.seq_len);
-  const bool terminal = isatty(STDOUT_FILENO);
-  std::printf("training %s: %.2f M parameters, %lld steps of %lld x %lld tokens (%lld micro-batches of %lld), run in %s\n",
-              std::string(arch_name(c.model.arch)).c_str(), model.num_parameters() / 1e6,
-              static_cast<long long>(c.train.steps), static_cast<long long>(c.train.global_batch),
-              static_cast<long long>(c.data.seq_len), static_cast<long long>(accumulation),
-              static_cast<long long>(c.train.micro_batch), run_dir.c_str());
+  const bool terminal = leader && isatty(STDOUT_FILENO);
+  if (leader)
+    std::printf("training %s: %.2f M parameters, %lld steps of %lld x %lld tokens (%lld ranks x %lld micro-batches of "
+                "%lld), %d threads per rank, run in %s\n",
+                std::string(arch_name(c.model.arch)).c_str(), model.num_parameters() / 1e6,
+                static_cast<long long>(c.train.steps), static_cast<long long>(c.train.global_batch),
+                static_cast<long long>(c.data.seq_len), static_cast<long long>(world),
+                static_cast<long long>(accumulation), static_cast<long long>(c.train.micro_batch), threads,
+                run_dir.c_str());
 
   TrainOutcome outcome;
   outcome.step = run.start_step;
@@ -205,21 +232,27 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   double train_seconds = 0;  // time in steps only, for the time-left estimate
   int64_t last_saved = -1;
   auto save = [&](int64_t step) {
-    outcome.checkpoint = checkpoints.save(step, model.state_dict(), optimizer.state_dict(),
-                                          trainer_state(run, step, outcome.loss));
+    // Every rank holds the same weights and optimizer state: rank 0 writes, the others wait so
+    // that no rank runs ahead of a checkpoint that might fail.
+    if (leader)
+      outcome.checkpoint = checkpoints.save(step, model.state_dict(), optimizer.state_dict(),
+                                            trainer_state(run, step, outcome.loss, world));
+    group->barrier();
     last_saved = step;
   };
   auto run_eval = [&](int64_t step) {
     if (!validation) return;
-    const EvalResult r = evaluate(model, *validation, run.tokenizer, c.eval.batches);
+    const EvalResult r = evaluate(model, *validation, run.tokenizer, c.eval.batches, group.get());
     outcome.eval = r;
-    metrics.write({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity}, {"val_bpb", r.bits_per_byte},
-                   {"val_tokens", r.tokens}});
-    std::printf("%seval @ step %lld: loss %.4f | perplexity %.2f | %.4f bits per byte (%lld tokens)\n",
+    log_metrics({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity}, {"val_bpb", r.bits_per_byte},
+                 {"val_tokens", r.tokens}});
+    if (leader)
+      std::printf("%seval @ step %lld: loss %.4f | perplexity %.2f | %.4f bits per byte (%lld tokens)\n",
                 terminal ? "\n" : "", static_cast<long long>(step), r.loss, r.perplexity, r.bits_per_byte,
                 static_cast<long long>(r.tokens));
   };
   auto print_sample = [&](int64_t step) {
+    if (!leader) return;
     std::vector<int64_t> prompt;
     for (int32_t id : run.tokenizer.encode(c.eval.prompt)) prompt.push_back(id);
     if (prompt.empty()) return;
@@ -237,27 +270,20 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     const auto step_start = Clock::now();
     const double lr = schedule.at(step);
     optimizer.set_lr(lr);
-    double loss_sum = 0;
-    for (int64_t micro = 0; micro < accumulation; ++micro) {
-      const Batch batch = loader.next();
-      const Tensor logits = model.forward(batch.inputs);
-      const Tensor loss = cross_entropy(logits.view({-1, c.model.vocab}), batch.targets.view({-1}), -100, c.train.z_loss);
-      loss_sum += loss.item<double>();
-      (accumulation == 1 ? loss : loss * (1.0 / static_cast<double>(accumulation))).backward();
-    }
-    const double loss = loss_sum / static_cast<double>(accumulation);
+    const double loss = gradient_step.run(loader.next());
     const double norm = c.train.grad_clip > 0 ? clip_grad_norm(params, c.train.grad_clip) : grad_norm(params);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      metrics.write({{"step", step + 1}, {"event", "nonfinite"}, {"loss", loss}, {"grad_norm", norm},
-                     {"policy", c.train.on_nonfinite}});
+      log_metrics({{"step", step + 1}, {"event", "nonfinite"}, {"loss", loss}, {"grad_norm", norm},
+                   {"policy", c.train.on_nonfinite}});
       optimizer.zero_grad();
       if (c.train.on_nonfinite == "stop") {
         save(step);  // the weights before this step
         TSU_FAIL(Error, "[train] non-finite loss ({}) or gradient norm ({}) at step {}; stopped after saving {}", loss,
                  norm, step + 1, outcome.checkpoint);
       }
-      std::printf("%sstep %lld: non-finite loss or gradient norm, update skipped\n", terminal ? "\n" : "",
-                  static_cast<long long>(step + 1));
+      if (leader)
+        std::printf("%sstep %lld: non-finite loss or gradient norm, update skipped\n", terminal ? "\n" : "",
+                    static_cast<long long>(step + 1));
     } else {
       optimizer.step();
       optimizer.zero_grad();
@@ -277,27 +303,36 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                                    {"memory_mb", peak_rss_mb()},
                                    {"step_seconds", step_seconds},
                                    {"elapsed_seconds", seconds_since(started)}};
-    metrics.write(record);
+    log_metrics(record);
     const int64_t done_here = step - run.start_step;
-    if (step % c.log.every == 0 || step == c.train.steps)
+    if (leader && (step % c.log.every == 0 || step == c.train.steps))
       print_progress(record, c.train.steps, train_seconds / static_cast<double>(done_here) * static_cast<double>(c.train.steps - step),
                      terminal);
     if (c.eval.every > 0 && step % c.eval.every == 0 && step < c.train.steps) run_eval(step);
     if (c.eval.sample_every > 0 && step % c.eval.sample_every == 0) print_sample(step);
     if (c.checkpoint.every > 0 && step % c.checkpoint.every == 0) save(step);
-    if (signals.requested()) {
-      outcome.stop_reason = "signal";
-      break;
+    // Stopping is decided together, so that every rank stops after the same step.
+    int stop = signals.requested() ? 1 : 0;
+    if (c.train.max_minutes > 0 && seconds_since(started) > c.train.max_minutes * 60.0) stop = std::max(stop, 2);
+    if (world > 1) {
+      Tensor flag = from_data<int32_t>({stop});
+      group->all_reduce(flag, ReduceOp::max);
+      stop = flag.item<int32_t>();
     }
-    if (c.train.max_minutes > 0 && seconds_since(started) > c.train.max_minutes * 60.0) {
-      outcome.stop_reason = "time limit";
+    if (stop != 0) {
+      outcome.stop_reason = stop == 1 ? "signal" : "time limit";
       break;
     }
   }
   outcome.finished = outcome.step >= c.train.steps;
   if (outcome.finished) run_eval(outcome.step);
   if (last_saved != outcome.step) save(outcome.step);
-  std::printf("%s at step %lld; checkpoint %s\n",
+  if (const auto comm = gradient_step.communication(); comm && leader && comm->communication_seconds > 0)
+    std::printf("data parallel: %.1f MB all-reduced in %lld buckets; %.0f%% of the communication hidden behind backward\n",
+                comm->bytes / 1e6, static_cast<long long>(comm->buckets),
+                100.0 * (1.0 - comm->exposed_seconds / comm->communication_seconds));
+  if (leader)
+    std::printf("%s at step %lld; checkpoint %s\n",
               outcome.finished ? "finished" : ("stopped (" + outcome.stop_reason + ")").c_str(),
               static_cast<long long>(outcome.step), outcome.checkpoint.c_str());
   return outcome;

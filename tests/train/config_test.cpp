@@ -81,3 +81,13 @@ TEST(Config, EffectiveConfigRoundTrips) {
   EXPECT_EQ(again.eval.prompt, "東京は");
   EXPECT_EQ(config_keys().size(), static_cast<size_t>(std::count(text.begin(), text.end(), '#')));
 }
+
+TEST(Config, EveryShippedRecipeIsValid) {
+  for (const char* name : {"ja-gpt2-tiny", "ja-gpt2-124m", "ja-llama-1b", "ja-llama-8b"}) {
+    const std::string path = std::string(TSUMUGI_SOURCE_DIR) + "/configs/" + name + ".toml";
+    EXPECT_NO_THROW(load_config(path)) << path;
+  }
+  const TrainConfig tiny = load_config(std::string(TSUMUGI_SOURCE_DIR) + "/configs/ja-gpt2-tiny.toml");
+  EXPECT_EQ(tiny.model.layers, 4);
+  EXPECT_EQ(tiny.checkpoint.dir, "runs/ja-gpt2-tiny");
+}

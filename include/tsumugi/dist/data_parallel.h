@@ -30,11 +30,6 @@ class DataParallel {
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
 
-  /// Makes every rank's parameters rank 0's (broadcast), then checks that the checksums agree;
-  /// throws DistError naming a rank that differs.
-  void broadcast_parameters();
-  /// A checksum of the parameters' bytes in registration order.
-  uint64_t parameter_checksum() const;
   /// Whether the next backward pass communicates: false on all but the last micro-batch.
   void set_gradient_sync(bool on);
   /// After the last backward of a step: waits for every bucket and leaves the mean over ranks of
@@ -55,6 +50,12 @@ class DataParallel {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// Makes every rank's parameters rank 0's (broadcast), then checks that the checksums agree;
+/// throws DistError naming a rank that differs.
+void broadcast_parameters(Module& module, ProcessGroup& group);
+/// A checksum of the parameters' bytes in registration order.
+uint64_t parameter_checksum(const Module& module);
 
 /// Sums per-micro-batch gradients in a balanced binary tree: call add() after each micro-batch's
 /// backward (it takes every parameter's .grad and clears it), then finish() once per step.

@@ -4,6 +4,7 @@
 /// tokens stand for).
 #include <tsumugi/core/nn/transformer.h>
 #include <tsumugi/data/loader.h>
+#include <tsumugi/dist/process_group.h>
 #include <tsumugi/tokenizer/tokenizer.h>
 
 #include <cstdint>
@@ -21,7 +22,10 @@ struct EvalResult {
 /// Runs the model over the iterator's batches (from its start; at most `max_batches`, 0 = all),
 /// in evaluation mode without recording. Deterministic: the same model and split give the same
 /// numbers. Sums are accumulated in double in batch order.
-EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenizer& tokenizer, int64_t max_batches = 0);
+/// With a `group`, each rank evaluates its own iterator (made with its rank and world) and the
+/// sums are all-reduced, so every rank returns the result over the whole split.
+EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenizer& tokenizer, int64_t max_batches = 0,
+                    ProcessGroup* group = nullptr);
 
 /// The unigram baseline of a split: the entropy of its token frequencies, in bits per byte
 /// (what a model that ignores context can reach at best).

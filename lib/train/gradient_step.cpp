@@ -1,0 +1,68 @@
+#include "gradient_step.h"
+
+#include <tsumugi/core/ops.h>
+
+#include "core/check.h"
+
+namespace tsumugi {
+namespace {
+
+bool power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
+
+}  // namespace
+
+GradientStep::GradientStep(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group)
+    : model_(model), config_(config), group_(std::move(group)) {
+  const int64_t dp = group_->size();
+  const int64_t micro_batches = config.train.global_batch / config.train.micro_batch;
+  TSU_CHECK(config.train.global_batch % (config.train.micro_batch * dp) == 0, ConfigError,
+            "[config] train.global_batch ({}) must be a multiple of train.micro_batch ({}) x data-parallel ranks ({})",
+            config.train.global_batch, config.train.micro_batch, dp);
+  if (config.parallel.deterministic) {
+    TSU_CHECK(power_of_two(dp) && power_of_two(micro_batches), ConfigError,
+              "[config] parallel.deterministic needs a power-of-two number of data-parallel ranks ({}) and of "
+              "micro-batches per step (train.global_batch / train.micro_batch = {})",
+              dp, micro_batches);
+    tree_ = std::make_unique<TreeGradientAccumulator>(model.parameters());
+  } else if (dp > 1) {
+    data_parallel_ = std::make_unique<DataParallel>(model, group_);
+  }
+}
+
+double GradientStep::run(const Batch& batch) {
+  const int64_t micro = config_.train.micro_batch;
+  const int64_t local_micro_batches = batch.inputs.size(0) / micro;
+  const int64_t vocab = model_.config().vocab;
+  double loss_sum = 0;
+  for (int64_t m = 0; m < local_micro_batches; ++m) {
+    const Tensor inputs = batch.inputs.narrow(0, m * micro, micro);
+    const Tensor targets = batch.targets.narrow(0, m * micro, micro).contiguous();
+    const Tensor loss = cross_entropy(model_.forward(inputs).view({-1, vocab}), targets.view({-1}), -100,
+                                      config_.train.z_loss);
+    loss_sum += loss.item<double>();
+    if (tree_) {
+      loss.backward();  // each micro-batch's own gradient: a leaf of the tree
+      tree_->add();
+    } else {
+      if (data_parallel_) data_parallel_->set_gradient_sync(m + 1 == local_micro_batches);
+      (local_micro_batches == 1 ? loss : loss * (1.0 / static_cast<double>(local_micro_batches))).backward();
+    }
+  }
+  // Mean over all micro-batches of all ranks (a power of two in deterministic mode: exact scaling).
+  const int64_t total_micro_batches = local_micro_batches * group_->size();
+  if (tree_) tree_->finish(*group_, 1.0 / static_cast<double>(total_micro_batches));
+  else if (data_parallel_) data_parallel_->synchronize_gradients();
+  Tensor loss = from_data<double>({loss_sum});
+  if (group_->size() > 1) {
+    if (config_.parallel.deterministic) group_->all_reduce_tree(loss);
+    else group_->all_reduce(loss);
+  }
+  return loss.item<double>() / static_cast<double>(total_micro_batches);
+}
+
+std::optional<DataParallel::Stats> GradientStep::communication() const {
+  if (!data_parallel_) return std::nullopt;
+  return data_parallel_->stats();
+}
+
+}  // namespace tsumugi
