@@ -20,3 +20,6 @@ if(NOT TSUMUGI_CUDA STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "tsumugi: CUDA ${TSUMUGI_HAS_CUDA}")
+
+# Tokenizer: SentencePiece (training and encoding) through pkg-config.
+pkg_check_modules(SentencePiece REQUIRED IMPORTED_TARGET sentencepiece)
