@@ -20,3 +20,10 @@ if(NOT TSUMUGI_CUDA STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "tsumugi: CUDA ${TSUMUGI_HAS_CUDA}")
+
+# Tokenizer and data pipeline: SentencePiece, HDF5 (C API), zlib and zstd for compressed inputs.
+pkg_check_modules(SentencePiece REQUIRED IMPORTED_TARGET sentencepiece)
+# HDF5 through pkg-config: FindHDF5 needs the C language enabled, which consumers need not have.
+pkg_check_modules(TSUMUGI_HDF5 REQUIRED IMPORTED_TARGET hdf5)
+find_package(ZLIB REQUIRED)
+pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)

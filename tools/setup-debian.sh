@@ -10,6 +10,7 @@ packages=(
   libfmt-dev libcli11-dev libgtest-dev libgmock-dev
   libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
   libzstd-dev zlib1g-dev python3 python3-numpy
+  groff-base mecab-ipadic
 )
 
 missing=()

@@ -1,11 +1,29 @@
 // tsumugi: one command-line tool with subcommands (CLI11).
+//
+// An error ends the tool with one line on stderr and a non-zero exit. Under mpirun the line
+// names the rank, and the whole job is ended (MPI_Abort) so that no other rank waits forever.
 #include <tsumugi/core/error.h>
+#include <tsumugi/dist/process_group.h>
 
 #include <csignal>
 #include <cstdio>
 #include <exception>
 
 #include "commands.h"
+
+namespace {
+
+[[noreturn]] void fail(const char* kind, const char* what, int code) {
+  if (tsumugi::launched_with_mpi()) {
+    std::fprintf(stderr, "tsumugi: rank %d: %s: %s\n", tsumugi::process_info().rank, kind, what);
+    std::fflush(stderr);
+    tsumugi::abort_job(code);
+  }
+  std::fprintf(stderr, "tsumugi: %s: %s\n", kind, what);
+  std::exit(code);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // A write past a file-size limit (ulimit -f) then fails with EFBIG and is reported as an
@@ -17,16 +35,16 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   tsumugi::cli::add_bench_train_command(*bench);
   tsumugi::cli::add_data_commands(app, *bench);
+  tsumugi::cli::add_train_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const tsumugi::Error& e) {
-    std::fprintf(stderr, "tsumugi: error: %s\n", e.what());
-    return 1;
+    fail("error", e.what(), 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "tsumugi: internal error: %s\n", e.what());
-    return 2;
+    fail("internal error", e.what(), 2);
   }
+  tsumugi::shutdown_distributed();
   return 0;
 }

@@ -1,0 +1,82 @@
+// manifest.json: the list of a split's shards, with counts and checksums.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include <tsumugi/data/shard.h>
+
+#include "core/check.h"
+
+namespace tsumugi {
+
+namespace {
+constexpr const char* kManifestFormat = "tsumugi-shards";
+}
+
+ShardManifest ShardManifest::load(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "manifest.json").string();
+  std::ifstream file(path);
+  TSU_CHECK(file.good(), IOError, "[shards] {}: missing (is {} the output of `tsumugi prep`, a train/ or val/ folder?)",
+            path, dir);
+  std::stringstream text;
+  text << file.rdbuf();
+  ShardManifest manifest;
+  try {
+    const auto json = nlohmann::json::parse(text.str());
+    TSU_CHECK(json.value("format", "") == kManifestFormat, IOError, "[shards] {}: format is not \"{}\"", path,
+              kManifestFormat);
+    TSU_CHECK(json.value("version", 0u) == kShardFormatVersion, IOError,
+              "[shards] {}: version {} is not the supported {}", path, json.value("version", 0u), kShardFormatVersion);
+    manifest.split = json.at("split").get<std::string>();
+    manifest.tokenizer_sha256 = json.at("tokenizer_sha256").get<std::string>();
+    manifest.vocab_size = json.at("vocab_size").get<uint64_t>();
+    manifest.eos_id = json.at("eos_id").get<int32_t>();
+    manifest.token_dtype = json.at("token_dtype").get<std::string>();
+    manifest.tokens = json.at("tokens").get<uint64_t>();
+    manifest.documents = json.at("documents").get<uint64_t>();
+    manifest.source_bytes = json.at("source_bytes").get<uint64_t>();
+    for (const auto& entry : json.at("shards")) {
+      manifest.shards.push_back({entry.at("file").get<std::string>(), entry.at("tokens").get<uint64_t>(),
+                                 entry.at("documents").get<uint64_t>(), entry.at("source_bytes").get<uint64_t>(),
+                                 entry.at("file_bytes").get<uint64_t>(), entry.at("checksum").get<std::string>()});
+    }
+  } catch (const nlohmann::json::exception& e) {
+    TSU_FAIL(IOError, "[shards] {}: malformed manifest: {}", path, e.what());
+  }
+  return manifest;
+}
+
+void ShardManifest::save(const std::string& dir) const {
+  nlohmann::ordered_json json;
+  json["format"] = kManifestFormat;
+  json["version"] = kShardFormatVersion;
+  json["split"] = split;
+  json["tokenizer_sha256"] = tokenizer_sha256;
+  json["vocab_size"] = vocab_size;
+  json["eos_id"] = eos_id;
+  json["token_dtype"] = token_dtype;
+  json["tokens"] = tokens;
+  json["documents"] = documents;
+  json["source_bytes"] = source_bytes;
+  json["shards"] = nlohmann::ordered_json::array();
+  for (const auto& shard : shards) {
+    json["shards"].push_back({{"file", shard.file},
+                              {"tokens", shard.tokens},
+                              {"documents", shard.documents},
+                              {"source_bytes", shard.source_bytes},
+                              {"file_bytes", shard.file_bytes},
+                              {"checksum", shard.checksum}});
+  }
+  const auto path = std::filesystem::path(dir) / "manifest.json";
+  const auto temporary = std::filesystem::path(dir) / "manifest.json.tmp";
+  {
+    std::ofstream file(temporary);
+    file << json.dump(2) << "\n";
+    TSU_CHECK(file.good(), IOError, "[shards] {}: cannot write", temporary.string());
+  }
+  std::filesystem::rename(temporary, path);
+}
+
+}  // namespace tsumugi
