@@ -142,7 +142,25 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return row[b.size()];
 }
 
+// Names other tools use for our keys (nanoGPT, Megatron-LM, Hugging Face).
+const std::pair<const char*, const char*> kAliases[] = {
+    {"learning_rate", "train.lr"},     {"max_lr", "train.lr"},           {"batch_size", "train.global_batch"},
+    {"max_steps", "train.steps"},      {"train_iters", "train.steps"},   {"max_iters", "train.steps"},
+    {"warmup", "train.warmup_steps"},  {"warmup_iters", "train.warmup_steps"},
+    {"micro_batch_size", "train.micro_batch"}, {"clip_grad", "train.grad_clip"},
+    {"n_layer", "model.layers"},       {"num_layers", "model.layers"},   {"num_hidden_layers", "model.layers"},
+    {"n_head", "model.heads"},         {"num_attention_heads", "model.heads"}, {"num_key_value_heads", "model.kv_heads"},
+    {"n_embd", "model.dim"},           {"hidden_size", "model.dim"},     {"intermediate_size", "model.ffn_dim"},
+    {"vocab_size", "model.vocab"},     {"block_size", "data.seq_len"},   {"seq_length", "data.seq_len"},
+    {"max_position_embeddings", "model.context"}};
+
 std::string closest_key(const std::string& name) {
+  {
+    const auto dot = name.find('.');
+    const std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
+    for (const auto& [alias, target] : kAliases)
+      if (key == alias) return target;
+  }
   // Edit distance of the whole name; a key that contains the given key (or is contained in it)
   // counts as one edit, so "warmup" suggests "warmup_steps"; a top-level key is compared with
   // the key part alone.

@@ -109,25 +109,34 @@ Run build_run(const TrainConfig& recipe, bool resume, bool leader) {
       run.model->named_parameters(), AdamWOptions{.lr = c.train.lr, .beta1 = c.train.beta1, .beta2 = c.train.beta2,
                                                   .eps = c.train.eps, .weight_decay = c.train.weight_decay});
   if (resume) {
-    if (const auto latest = CheckpointManager(c.checkpoint.dir, c.checkpoint.keep).latest()) {
-      const Checkpoint checkpoint = load_checkpoint(*latest);
+    // The newest checkpoint that passes verification; a damaged one is reported and skipped, so
+    // that an older good checkpoint is never lost behind it.
+    const std::vector<std::string> candidates = CheckpointManager(c.checkpoint.dir, c.checkpoint.keep).list();
+    for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
+      const std::string problem = verify_checkpoint(*it);
+      if (!problem.empty()) {
+        std::fprintf(stderr, "tsumugi: warning: skipping damaged checkpoint: %s\n", problem.c_str());
+        continue;
+      }
+      const Checkpoint checkpoint = load_checkpoint(*it);
       const nlohmann::json state = nlohmann::json::parse(checkpoint.trainer_json);
       TrainConfig saved = c;
       try {
-        saved = parse_config(state.at("config").get<std::string>(), *latest + "/trainer.json");
+        saved = parse_config(state.at("config").get<std::string>(), *it + "/trainer.json");
       } catch (const nlohmann::json::exception&) {
-        TSU_FAIL(IOError, "[train] {}/trainer.json has no recipe", *latest);
+        TSU_FAIL(IOError, "[train] {}/trainer.json has no recipe", *it);
       }
       if (saved.model.vocab == 0) saved.model.vocab = c.model.vocab;
       TSU_CHECK(model_section(saved) == model_section(c), ConfigError,
                 "[train] the checkpoint {} was trained with a different [model] section; resume with the same "
                 "model or use another checkpoint.dir",
-                *latest);
+                *it);
       run.model->load_state_dict(checkpoint.model);
       run.optimizer->load_state_dict(checkpoint.optimizer);
       run.model->dropout_generator().set_offset(state.at("dropout_offset").get<uint64_t>());
       run.start_step = checkpoint.step;
-      if (leader) std::printf("resuming from %s (step %lld)\n", latest->c_str(), static_cast<long long>(run.start_step));
+      if (leader) std::printf("resuming from %s (step %lld)\n", it->c_str(), static_cast<long long>(run.start_step));
+      break;
     }
   }
   return run;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Bad recipes, missing data, a tokenizer that does not match the shards, a full disk during a
+# checkpoint, a kill during checkpoint writes and a corrupted checkpoint: each ends with one
+# clear message and a non-zero exit (or resumes from the last good checkpoint), never a crash
+# or a lost checkpoint. Usage: failure_test.sh TSUMUGI_BINARY
+set -euo pipefail
+tsumugi=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/fixture.sh"
+make_fixture
+
+# expect_error NAME PATTERN COMMAND...: a non-zero exit, no crash, and PATTERN in one stderr line.
+expect_error() {
+  local name=$1 pattern=$2
+  shift 2
+  set +e
+  "$@" > "$work/out.log" 2> "$work/err.log"
+  local code=$?
+  set -e
+  if [ $code -eq 0 ] || [ $code -gt 2 ]; then
+    echo "FAIL $name: exit code $code (want 1 or 2)"; cat "$work/err.log"; exit 1
+  fi
+  if ! grep -q -- "$pattern" "$work/err.log"; then
+    echo "FAIL $name: stderr lacks '$pattern':"; cat "$work/err.log"; exit 1
+  fi
+  if [ "$(grep -c . "$work/err.log")" -ne 1 ]; then
+    echo "FAIL $name: expected one line on stderr:"; cat "$work/err.log"; exit 1
+  fi
+  echo "ok   $name: $(cat "$work/err.log")"
+}
+
+run() { "$tsumugi" train "$work/tiny.toml" --set checkpoint.dir="$work/$1" "${@:2}"; }
+
+expect_error "unknown key" "did you mean 'train.lr'" run bad --set train.learning_rate=1
+expect_error "bad value" "train.lr" run bad --set train.lr=fast
+expect_error "bad recipe file" "recipe.toml:2" bash -c "printf '[train]\nsteps = = 3\n' > $work/recipe.toml; $tsumugi train $work/recipe.toml"
+expect_error "missing recipe" "cannot read recipe" "$tsumugi" train "$work/none.toml"
+expect_error "missing data" "$work/nothing" run bad --set data.train="$work/nothing"
+expect_error "missing tokenizer" "$work/none.model" run bad --set data.tokenizer="$work/none.model"
+"$tsumugi" tokenizer train "$work/corpus.jsonl" --out "$work/other" --vocab-size 450 --no-seed --threads 1 > /dev/null
+expect_error "tokenizer mismatch" "tokenizer" run bad --set data.tokenizer="$work/other.model"
+
+# A full disk while writing the checkpoint of step 10 (ulimit -f: writes past 64 KiB fail).
+run full --set train.steps=5 > /dev/null
+expect_error "full disk" "step-00000010" bash -c "ulimit -f 64; exec $tsumugi train $work/tiny.toml --set checkpoint.dir=$work/full --set train.steps=10"
+[ "$(readlink "$work/full/checkpoints/latest")" = "step-00000005" ] || { echo "FAIL: latest moved"; exit 1; }
+ls "$work/full/checkpoints" | grep -q tmp && { echo "FAIL: a temporary checkpoint was left behind"; exit 1; }
+"$tsumugi" eval --checkpoint "$work/full" --data "$work/shards" > /dev/null
+echo "ok   full disk: checkpoint of step 5 intact and loadable"
+
+# Kills at random moments of a run that saves every step: the newest checkpoint always loads.
+for i in 1 2 3 4 5; do
+  run kills --set checkpoint.every=1 --set train.steps=30 > /dev/null 2>&1 &
+  pid=$!
+  sleep "0.$((RANDOM % 9 + 1))"
+  kill -9 $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+  if [ -e "$work/kills/checkpoints/latest" ]; then
+    "$tsumugi" eval --checkpoint "$work/kills" --data "$work/shards" > /dev/null
+  fi
+done
+echo "ok   5 kills during a run saving every step: the latest checkpoint always loaded"
+
+# A corrupted newest checkpoint: resume reports it and continues from the one before.
+run corrupt --set train.steps=10 > /dev/null
+printf '\x42' | dd of="$work/corrupt/checkpoints/step-00000010/model.safetensors" bs=1 seek=200 conv=notrunc 2> /dev/null
+run corrupt --set train.steps=12 > "$work/out.log" 2> "$work/err.log"
+grep -q "skipping damaged checkpoint" "$work/err.log" || { echo "FAIL: no warning"; cat "$work/err.log"; exit 1; }
+grep -q "resuming from .*step-00000005" "$work/out.log" || { echo "FAIL: did not resume from step 5"; exit 1; }
+echo "ok   corrupted checkpoint: skipped with a warning, resumed from step 5"

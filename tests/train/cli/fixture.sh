@@ -1,0 +1,60 @@
+# Sourced by the trainer's command-line tests: a small Japanese corpus, a 500-piece tokenizer
+# and its shards in "$work", and a tiny recipe "$work/tiny.toml". Needs $tsumugi and $work.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMP_WAIT_POLICY=passive
+
+make_fixture() {
+  RANDOM=7
+  local words=(東京 大阪 天気 晴れ 雨 ファイル 設定 を 変更 する します の は が で データ 学習 モデル 日本語 文章 model data run token "、" "。" " ")
+  for d in $(seq 1 1200); do
+    local line=""
+    for w in $(seq 1 $((8 + RANDOM % 40))); do line+=${words[$((RANDOM % ${#words[@]}))]}; done
+    printf '{"text": "%s%d。"}\n' "$line" "$d"
+  done > "$work/corpus.jsonl"
+  "$tsumugi" tokenizer train "$work/corpus.jsonl" --out "$work/tok" --vocab-size 500 --no-seed --threads 1 > /dev/null
+  "$tsumugi" prep "$work/corpus.jsonl" --tokenizer "$work/tok.model" --out "$work/shards" --val-fraction 0.05 \
+    --threads 1 > /dev/null 2>&1
+  cat > "$work/tiny.toml" <<TOML
+[model]
+arch = "gpt2"
+layers = 2
+heads = 2
+dim = 64
+context = 64
+dropout = 0.1
+[data]
+train = "$work/shards/train"
+valid = "$work/shards/val"
+tokenizer = "$work/shards/tokenizer.model"
+seq_len = 64
+[train]
+steps = 40
+global_batch = 8
+micro_batch = 4
+lr = 3e-3
+min_lr = 3e-4
+warmup_steps = 4
+[parallel]
+threads = 1
+[checkpoint]
+dir = "$work/run"
+every = 5
+keep = 2
+[eval]
+every = 0
+batches = 2
+sample_every = 0
+[log]
+every = 1
+TOML
+}
+
+# The training losses of a run, one per line (evaluation records left out).
+losses() { grep -o '"loss":[^,}]*' "$1/metrics.jsonl"; }
+
+# Number of finished steps in a run's metrics.
+steps_done() {
+  local n
+  n=$(grep -c '"step_seconds"' "$1/metrics.jsonl" 2>/dev/null) || true
+  echo "${n:-0}"
+}
