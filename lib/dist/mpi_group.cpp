@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "core/check.h"
+#include "launch.h"
 
 namespace tsumugi {
 namespace {
@@ -331,6 +332,18 @@ ProcessInfo process_info() {
   MPI_Comm_size(node, &info.local_world);
   MPI_Comm_free(&node);
   return info;
+}
+
+int job_rank() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    return rank;
+  }
+  return job_rank_from_environment();
 }
 
 void abort_job(int code) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "launch.h"
 
 namespace tsumugi {
 namespace {
@@ -60,6 +61,12 @@ bool launched_with_mpi() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
     if (std::getenv(name) != nullptr) return true;
   return false;
+}
+
+int job_rank_from_environment() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  return 0;
 }
 
 std::shared_ptr<ProcessGroup> default_group() { return launched_with_mpi() ? mpi_world() : local_group(); }

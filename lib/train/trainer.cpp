@@ -23,6 +23,7 @@
 #include <fstream>
 
 #include "core/check.h"
+#include "faults.h"
 #include "gradient_step.h"
 #include "metrics.h"
 
@@ -234,6 +235,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                 static_cast<long long>(accumulation), static_cast<long long>(c.train.micro_batch), threads,
                 run_dir.c_str());
 
+  const std::optional<InjectedFault> fault = injected_fault();
   TrainOutcome outcome;
   outcome.step = run.start_step;
   StopSignals signals;
@@ -279,9 +281,16 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     const auto step_start = Clock::now();
     const double lr = schedule.at(step);
     optimizer.set_lr(lr);
-    const double loss = gradient_step.run(loader.next());
+    double loss = gradient_step.run(loader.next());
+    if (trigger_fault(fault, step + 1, rank)) loss = std::nan("");
     const double norm = c.train.grad_clip > 0 ? clip_grad_norm(params, c.train.grad_clip) : grad_norm(params);
-    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+    int nonfinite = std::isfinite(loss) && std::isfinite(norm) ? 0 : 1;
+    if (world > 1) {  // decided together: every rank skips or stops at the same step
+      Tensor flag = from_data<int32_t>({nonfinite});
+      group->all_reduce(flag, ReduceOp::max);
+      nonfinite = flag.item<int32_t>();
+    }
+    if (nonfinite != 0) {
       log_metrics({{"step", step + 1}, {"event", "nonfinite"}, {"loss", loss}, {"grad_norm", norm},
                    {"policy", c.train.on_nonfinite}});
       optimizer.zero_grad();

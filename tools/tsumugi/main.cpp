@@ -15,7 +15,7 @@ namespace {
 
 [[noreturn]] void fail(const char* kind, const char* what, int code) {
   if (tsumugi::launched_with_mpi()) {
-    std::fprintf(stderr, "tsumugi: rank %d: %s: %s\n", tsumugi::process_info().rank, kind, what);
+    std::fprintf(stderr, "tsumugi: rank %d: %s: %s\n", tsumugi::job_rank(), kind, what);
     std::fflush(stderr);
     tsumugi::abort_job(code);
   }

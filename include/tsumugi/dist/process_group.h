@@ -88,6 +88,9 @@ std::shared_ptr<ProcessGroup> mpi_world();
 std::shared_ptr<ProcessGroup> default_group();
 /// Rank, world size and node-local rank (MPI_Comm_split_type over shared memory).
 ProcessInfo process_info();
+/// This process's rank in the job without any communication (safe in error paths): from MPI
+/// when it is initialised, else from the launcher's environment, else 0.
+int job_rank();
 /// Ends every process of the job with `code` (MPI_Abort under MPI, else exit). For a tool's main
 /// after it printed the error; the library itself never calls this.
 [[noreturn]] void abort_job(int code);
