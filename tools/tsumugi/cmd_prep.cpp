@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 
@@ -97,6 +98,7 @@ void run_prep(PrepCommand& command) {
     throw ValueError(fmt::format("[prep] --on-invalid {} is neither skip nor stop", command.on_invalid));
   }
   MpiSession mpi;
+  const auto start = std::chrono::steady_clock::now();
   auto bar = std::make_shared<ProgressBar>(mpi.world() > 1 ? "prep (rank 0)" : "prep");
   if (mpi.rank() == 0) {
     options.progress = [bar](const PrepProgress& p) {
@@ -120,7 +122,8 @@ void run_prep(PrepCommand& command) {
   if (mpi.rank() == 0) {
     bar->finish();
     try {
-      const PrepSummary summary = merge_shard_parts(options, mpi.world());
+      PrepSummary summary = merge_shard_parts(options, mpi.world());
+      summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       print_summary(summary, options, mpi.world());
     } catch (const Error& e) {
       mpi.abort_job(e.what());
