@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <memory>
 
 #include "data_commands.h"
@@ -55,6 +56,7 @@ void run_prep(PrepCommand& command) {
   // rank propagates to main, which ends the whole job so that no rank waits in a barrier.
   const std::shared_ptr<ProcessGroup> group = default_group();
   const int rank = group->rank(), world = group->size();
+  const auto start = std::chrono::steady_clock::now();
   auto bar = std::make_shared<ProgressBar>(world > 1 ? "prep (rank 0)" : "prep");
   if (rank == 0) {
     options.progress = [bar](const PrepProgress& p) {
@@ -73,7 +75,8 @@ void run_prep(PrepCommand& command) {
   group->barrier();
   if (rank == 0) {
     bar->finish();
-    const PrepSummary summary = merge_shard_parts(options, world);
+    PrepSummary summary = merge_shard_parts(options, world);
+    summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     print_summary(summary, options, world);
   }
   group->barrier();
