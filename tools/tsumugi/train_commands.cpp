@@ -49,13 +49,18 @@ std::string split_folder(const std::string& path) {
 void run_eval(const EvalArgs& args) {
   const TrainedModel trained = load_trained_model(args.checkpoint, args.tokenizer);
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : trained.config.data.seq_len;
-  ValidationIterator batches(split_folder(args.data), seq_len, args.batch, 0, 1,
-                             {.verify_checksums = true, .expected_tokenizer_sha256 = trained.tokenizer.sha256()});
+  const auto shards = std::make_shared<const ShardSet>(ShardSet::open(
+      split_folder(args.data), {.verify_checksums = true, .expected_tokenizer_sha256 = trained.tokenizer.sha256()}));
+  ValidationIterator batches(shards, seq_len, args.batch);
   const EvalResult r = evaluate(*trained.model, batches, trained.tokenizer);
+  const double unigram = unigram_bits_per_byte(*shards, trained.tokenizer);
   std::printf("checkpoint %s (step %lld) on %s\n", trained.dir.c_str(), static_cast<long long>(trained.step),
               split_folder(args.data).c_str());
-  std::printf("loss=%.6f perplexity=%.4f bits_per_byte=%.6f tokens=%lld bytes=%llu\n", r.loss, r.perplexity,
-              r.bits_per_byte, static_cast<long long>(r.tokens), static_cast<unsigned long long>(r.bytes));
+  std::printf("unigram baseline (entropy of the split's token frequencies): %.4f bits per byte; the model is %.1f%% below it\n",
+              unigram, 100.0 * (1.0 - r.bits_per_byte / unigram));
+  std::printf("loss=%.6f perplexity=%.4f bits_per_byte=%.6f unigram_bits_per_byte=%.6f tokens=%lld bytes=%llu\n", r.loss,
+              r.perplexity, r.bits_per_byte, unigram, static_cast<long long>(r.tokens),
+              static_cast<unsigned long long>(r.bytes));
 }
 
 struct GenerateArgs {
