@@ -68,6 +68,7 @@ struct GenerateArgs {
   int64_t max_tokens = 100;
   SamplingOptions sampling;
   uint64_t seed = 0;
+  bool show_ids = false;
 };
 
 void run_generate(const GenerateArgs& args) {
@@ -80,6 +81,14 @@ void run_generate(const GenerateArgs& args) {
       generate(*trained.model, prompt, args.max_tokens, args.sampling, gen, trained.tokenizer.eos_id());
   const std::vector<int32_t> ids(out.begin(), out.end());
   std::printf("%s%s\n", args.prompt.c_str(), trained.tokenizer.decode(ids).c_str());
+  if (args.show_ids) {
+    auto join = [](const auto& v) {
+      std::string s;
+      for (auto x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+      return s;
+    };
+    std::printf("prompt_ids=%s\ngenerated_ids=%s\n", join(prompt).c_str(), join(out).c_str());
+  }
 }
 
 }  // namespace
@@ -117,6 +126,7 @@ void add_train_commands(CLI::App& app) {
   g->add_option("--top-k", gen->sampling.top_k, "0: off")->capture_default_str();
   g->add_option("--top-p", gen->sampling.top_p, "1: off")->capture_default_str();
   g->add_option("--seed", gen->seed, "sampling seed")->capture_default_str();
+  g->add_flag("--show-ids", gen->show_ids, "also print the prompt's and the generated token ids");
   g->callback([gen] { run_generate(*gen); });
 
   auto out = std::make_shared<std::pair<std::string, std::string>>();
