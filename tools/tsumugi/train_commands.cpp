@@ -69,6 +69,7 @@ struct GenerateArgs {
   SamplingOptions sampling;
   uint64_t seed = 0;
   bool show_ids = false;
+  bool ignore_eos = false;
 };
 
 void run_generate(const GenerateArgs& args) {
@@ -78,7 +79,7 @@ void run_generate(const GenerateArgs& args) {
   if (prompt.empty()) throw ValueError("[generate] the prompt is empty");
   Generator gen(args.seed);
   const std::vector<int64_t> out =
-      generate(*trained.model, prompt, args.max_tokens, args.sampling, gen, trained.tokenizer.eos_id());
+      generate(*trained.model, prompt, args.max_tokens, args.sampling, gen, args.ignore_eos ? -1 : trained.tokenizer.eos_id());
   const std::vector<int32_t> ids(out.begin(), out.end());
   std::printf("%s%s\n", args.prompt.c_str(), trained.tokenizer.decode(ids).c_str());
   if (args.show_ids) {
@@ -127,6 +128,7 @@ void add_train_commands(CLI::App& app) {
   g->add_option("--top-p", gen->sampling.top_p, "1: off")->capture_default_str();
   g->add_option("--seed", gen->seed, "sampling seed")->capture_default_str();
   g->add_flag("--show-ids", gen->show_ids, "also print the prompt's and the generated token ids");
+  g->add_flag("--ignore-eos", gen->ignore_eos, "keep generating after the end-of-document token");
   g->callback([gen] { run_generate(*gen); });
 
   auto out = std::make_shared<std::pair<std::string, std::string>>();

@@ -18,7 +18,7 @@ for arch in gpt2 llama; do
     --set train.steps=15 > /dev/null
   "$tsumugi" export --checkpoint "$work/$arch" --format hf --out "$work/$arch-hf" > /dev/null
   "$tsumugi" generate --checkpoint "$work/$arch" --prompt "東京の天気は" --temperature 0 --max-tokens 16 \
-    --show-ids > "$work/gen.txt"
+    --ignore-eos --show-ids > "$work/gen.txt"
   prompt=$(sed -n 's/^prompt_ids=//p' "$work/gen.txt")
   generated=$(sed -n 's/^generated_ids=//p' "$work/gen.txt")
   PYTHONPATH="$reference" "$python" "$reference/hf_export_check.py" "$work/$arch-hf" "$prompt" "$generated"
