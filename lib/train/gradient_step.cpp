@@ -24,7 +24,7 @@ GradientStep::GradientStep(CausalLM& model, const TrainConfig& config, std::shar
               "micro-batches per step (train.global_batch / train.micro_batch = {})",
               dp, micro_batches);
     tree_ = std::make_unique<TreeGradientAccumulator>(model.parameters());
-  } else if (dp > 1) {
+  } else if (dp > 1 && config.parallel.zero == 0) {  // ZeRO-1 reduce-scatters in the optimizer instead
     data_parallel_ = std::make_unique<DataParallel>(model, group_);
   }
 }

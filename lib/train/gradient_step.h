@@ -18,8 +18,9 @@ class GradientStep {
   GradientStep(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group);
 
   /// Runs this rank's rows (global_batch / dp, T) in micro-batches of train.micro_batch and
-  /// leaves the mean gradient over the global batch in every parameter's .grad. Returns the
-  /// mean loss over the global batch (the same value on every rank).
+  /// leaves the mean gradient over the global batch in every parameter's .grad (under ZeRO-1 in
+  /// default mode: this rank's mean, which the optimizer reduce-scatters). Returns the mean loss
+  /// over the global batch (the same value on every rank).
   double run(const Batch& batch);
   /// Overlap accounting of the data-parallel all-reduce (default mode with several ranks).
   std::optional<DataParallel::Stats> communication() const;

@@ -26,6 +26,7 @@
 #include "faults.h"
 #include "gradient_step.h"
 #include "metrics.h"
+#include "trainer_optimizer.h"
 
 namespace tsumugi {
 namespace fs = std::filesystem;
@@ -84,11 +85,12 @@ struct Run {
   std::shared_ptr<const ShardSet> train_shards;
   std::shared_ptr<const ShardSet> valid_shards;
   std::shared_ptr<CausalLM> model;
-  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<TrainerOptimizer> optimizer;
   int64_t start_step = 0;
 };
 
-Run build_run(const TrainConfig& recipe, bool resume, bool leader) {
+Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<ProcessGroup>& group) {
+  const bool leader = group->rank() == 0;
   TSU_CHECK(recipe.device.type == "cpu", NotImplementedError,
             "[train] device.type = \"{}\": this build trains on the cpu only (the CUDA trainer is not built yet)",
             recipe.device.type);
@@ -106,9 +108,7 @@ Run build_run(const TrainConfig& recipe, bool resume, bool leader) {
   run.model = make_model(c.model);
   run.model->init_weights(c.train.seed);
   run.model->dropout_generator() = Generator(c.train.seed ^ 0x64726f70ull);  // "drop"
-  run.optimizer = std::make_unique<AdamW>(
-      run.model->named_parameters(), AdamWOptions{.lr = c.train.lr, .beta1 = c.train.beta1, .beta2 = c.train.beta2,
-                                                  .eps = c.train.eps, .weight_decay = c.train.weight_decay});
+  run.optimizer = std::make_unique<TrainerOptimizer>(*run.model, c, group);
   if (resume) {
     // The newest checkpoint that passes verification; a damaged one is reported and skipped, so
     // that an older good checkpoint is never lost behind it.
@@ -160,11 +160,11 @@ std::string trainer_state(const Run& run, int64_t step, double loss, int world) 
 }  // namespace
 
 double measure_gemm_gflops() {
-  constexpr int64_t n = 1024;
+  constexpr int64_t n = 2048;
   Generator gen(1);
   const Tensor a = randn({n, n}, gen), b = randn({n, n}, gen);
   double best = 0;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 5; ++i) {
     const auto start = Clock::now();
     const Tensor c = matmul(a, b);
     best = std::max(best, 2.0 * n * n * n / seconds_since(start) / 1e9);
@@ -181,7 +181,6 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
             parallel.pp);
   TSU_CHECK(parallel.dp == 0 || parallel.dp == world, ConfigError,
             "[config] parallel.dp = {} but the job has {} processes (pp = 1)", parallel.dp, world);
-  TSU_CHECK(parallel.zero == 0, NotImplementedError, "[train] parallel.zero = 1 is not built yet");
   // Threads: the recipe's, else this node's cores shared among its ranks.
   const int threads = parallel.threads > 0 ? static_cast<int>(parallel.threads)
                                            : std::max(1, omp_get_num_procs() / std::max(1, where.local_world));
@@ -189,10 +188,10 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   if (parallel.blas_threads > 0 || parallel.deterministic)
     set_blas_threads(parallel.blas_threads > 0 ? static_cast<int>(parallel.blas_threads) : 1);
 
-  Run run = build_run(recipe, resume, rank == 0);
+  Run run = build_run(recipe, resume, group);
   const TrainConfig& c = run.config;
   CausalLM& model = *run.model;
-  AdamW& optimizer = *run.optimizer;
+  TrainerOptimizer& optimizer = *run.optimizer;
   if (world > 1) broadcast_parameters(model, *group);  // identical start everywhere, checksum-verified
   const bool leader = rank == 0;  // writes files and prints
   const std::string run_dir = c.checkpoint.dir;
@@ -221,7 +220,6 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   const LRSchedule schedule{.kind = c.train.schedule, .lr = c.train.lr, .min_lr = c.train.min_lr,
                             .warmup_steps = c.train.warmup_steps, .total_steps = c.train.steps,
                             .decay_fraction = c.train.decay_fraction};
-  const std::vector<Tensor> params = model.parameters();
   const double peak_gflops = measure_gemm_gflops();
   const double flops_per_step =
       model.flops_per_token(c.data.seq_len) * static_cast<double>(c.train.global_batch * c.data.seq_len);
@@ -245,8 +243,9 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   auto save = [&](int64_t step) {
     // Every rank holds the same weights and optimizer state: rank 0 writes, the others wait so
     // that no rank runs ahead of a checkpoint that might fail.
+    const StateDict optimizer_state = optimizer.state_dict();  // collective under ZeRO
     if (leader)
-      outcome.checkpoint = checkpoints.save(step, model.state_dict(), optimizer.state_dict(),
+      outcome.checkpoint = checkpoints.save(step, model.state_dict(), optimizer_state,
                                             trainer_state(run, step, outcome.loss, world));
     group->barrier();
     last_saved = step;
@@ -283,7 +282,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     optimizer.set_lr(lr);
     double loss = gradient_step.run(loader.next());
     if (trigger_fault(fault, step + 1, rank)) loss = std::nan("");
-    const double norm = c.train.grad_clip > 0 ? clip_grad_norm(params, c.train.grad_clip) : grad_norm(params);
+    const double norm = optimizer.gradient_norm();
     int nonfinite = std::isfinite(loss) && std::isfinite(norm) ? 0 : 1;
     if (world > 1) {  // decided together: every rank skips or stops at the same step
       Tensor flag = from_data<int32_t>({nonfinite});
@@ -293,7 +292,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     if (nonfinite != 0) {
       log_metrics({{"step", step + 1}, {"event", "nonfinite"}, {"loss", loss}, {"grad_norm", norm},
                    {"policy", c.train.on_nonfinite}});
-      optimizer.zero_grad();
+      optimizer.skip();
       if (c.train.on_nonfinite == "stop") {
         save(step);  // the weights before this step
         TSU_FAIL(Error, "[train] non-finite loss ({}) or gradient norm ({}) at step {}; stopped after saving {}", loss,
@@ -303,8 +302,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
         std::printf("%sstep %lld: non-finite loss or gradient norm, update skipped\n", terminal ? "\n" : "",
                     static_cast<long long>(step + 1));
     } else {
-      optimizer.step();
-      optimizer.zero_grad();
+      optimizer.step(norm);
     }
     ++step;
     const double step_seconds = seconds_since(step_start);
@@ -317,7 +315,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                                    {"lr", lr},
                                    {"grad_norm", norm},
                                    {"tokens_per_s", tokens_per_s},
-                                   {"mfu", flops_per_step / step_seconds / 1e9 / peak_gflops},
+                                   {"mfu", flops_per_step / step_seconds / 1e9 / (peak_gflops * world)},
                                    {"memory_mb", peak_rss_mb()},
                                    {"step_seconds", step_seconds},
                                    {"elapsed_seconds", seconds_since(started)}};

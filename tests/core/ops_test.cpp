@@ -302,6 +302,13 @@ TEST(Dropout, DropsTheRightShareAndScalesTheRest) {
   sum(y).backward();
   EXPECT_EQ(x.grad().to_vector<float>(), v);
   EXPECT_EQ(dropout(x, 0.25, gen, false).to_vector<float>(), x.to_vector<float>());
+  // With the same generator state, the mask is the same: a finite-difference check applies.
+  EXPECT_TRUE(gradcheck(
+      [](auto& in) {
+        Generator fixed(9);
+        return dropout(in[0], 0.5, fixed);
+      },
+      {rnd({4, 5}, 171)}));
 }
 
 TEST(Shape, CatAndSplit) {

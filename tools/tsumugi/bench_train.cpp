@@ -6,6 +6,7 @@
 // not the embedding lookups); 12 L T D is the attention score and value products, forward and
 // backward, counted for the full T x T matrix as is conventional (the causal kernel does about
 // half of that work).
+#include <tsumugi/train/trainer.h>
 #include <tsumugi/tsumugi.h>
 
 #include <fmt/format.h>
@@ -35,21 +36,6 @@ double seconds_since(Clock::time_point start) {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-// Best GFLOP/s of a 2048^3 sgemm over `repeats` runs on the current threads. The best, not the
-// median, so that noise on a shared machine can only lower the reported MFU.
-double measure_sgemm_gflops(int repeats) {
-  constexpr int64_t n = 2048;
-  Generator gen(1);
-  const Tensor a = randn({n, n}, gen), b = randn({n, n}, gen);
-  double best = 0;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = Clock::now();
-    const Tensor c = matmul(a, b);
-    best = std::max(best, 2.0 * n * n * n / seconds_since(start) / 1e9);
-  }
-  return best;
 }
 
 double peak_rss_mb() {
@@ -83,7 +69,7 @@ void run_bench_train(const BenchTrainOptions& o) {
              o.batch, threads);
   fmt::print("parameters: {:.2f} M total, {:.2f} M in matrix products\n", model->num_parameters() / 1e6,
              model->num_matmul_parameters() / 1e6);
-  const double sgemm_before = measure_sgemm_gflops(5);
+  const double sgemm_before = measure_gemm_gflops();
   std::vector<double> times;
   double loss_value = 0;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
@@ -100,7 +86,7 @@ void run_bench_train(const BenchTrainOptions& o) {
     fmt::print("step {:3d}{} loss {:.4f} time {:.3f} s\n", step, step < o.warmup ? " (warm-up)" : "", loss_value,
                elapsed);
   }
-  const double sgemm = std::max(sgemm_before, measure_sgemm_gflops(5));
+  const double sgemm = std::max(sgemm_before, measure_gemm_gflops());
   const double step_time = median(times);
   const double tokens_per_s = static_cast<double>(o.batch * o.seq) / step_time;
   const double model_gflops = model->flops_per_token(o.seq) * tokens_per_s / 1e9;

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks that print their numbers");
   bench->require_subcommand(1);
   tsumugi::cli::add_bench_train_command(*bench);
+  tsumugi::cli::add_bench_comm_command(*bench);
   tsumugi::cli::add_data_commands(app, *bench);
   tsumugi::cli::add_train_commands(app);
   try {

@@ -39,6 +39,17 @@ class AdamW {
   int64_t step_ = 0;
 };
 
+/// The per-step constants of AdamW's update (bias corrections folded in).
+struct AdamWStepConstants {
+  float step_size, inv_sqrt_bias2, beta1, beta2, eps;
+  /// Constants of update number `step` (1-based).
+  static AdamWStepConstants at(const AdamWOptions& options, int64_t step);
+};
+
+/// AdamW on n elements in place: w (weights), m and v (moments), g (gradient); `decay` is
+/// 1 - lr * weight_decay for decayed parameters, 1 otherwise. Shared by AdamW and ZeRO-1.
+void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamWStepConstants& c, float decay);
+
 /// Stochastic gradient descent with optional momentum and (coupled) weight decay.
 class SGD {
  public:
@@ -55,6 +66,11 @@ class SGD {
 
 /// L2 norm of all gradients together, computed in a fixed order (independent of thread count).
 double grad_norm(const std::vector<Tensor>& params);
+/// The factor that brings gradients of norm `norm` down to `max_norm`: max_norm / (norm + 1e-6)
+/// when norm > max_norm, else 1 (as torch.nn.utils.clip_grad_norm_).
+double clip_coefficient(double norm, double max_norm);
+/// Multiplies every gradient by `scale`.
+void scale_grads(const std::vector<Tensor>& params, double scale);
 /// Scales all gradients so that their joint L2 norm is at most max_norm; returns the norm
 /// before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);

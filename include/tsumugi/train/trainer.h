@@ -40,7 +40,8 @@ struct TrainedModel {
 /// data.tokenizer; it must be the one the model was trained with (SHA-256 checked).
 TrainedModel load_trained_model(const std::string& checkpoint, const std::string& tokenizer_path = "");
 
-/// Best GFLOP/s of a 1024^3 float32 GEMM on the current threads: the CPU peak behind MFU.
+/// Best GFLOP/s of 5 runs of a 2048^3 float32 GEMM on the current threads: the CPU peak behind
+/// MFU (the best, so that noise on a shared machine can only lower the reported MFU).
 double measure_gemm_gflops();
 
 }  // namespace tsumugi

@@ -40,31 +40,34 @@ AdamW::AdamW(const NamedTensors& params, AdamWOptions options) : params_(params)
   }
 }
 
+AdamWStepConstants AdamWStepConstants::at(const AdamWOptions& o, int64_t step) {
+  const double bias1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+  const double bias2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
+  return {static_cast<float>(o.lr / bias1), static_cast<float>(1.0 / std::sqrt(bias2)), static_cast<float>(o.beta1),
+          static_cast<float>(o.beta2), static_cast<float>(o.eps)};
+}
+
+void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamWStepConstants& c, float decay) {
+  const float b1 = c.beta1, b2 = c.beta2, step_size = c.step_size, inv_sqrt_bias2 = c.inv_sqrt_bias2, eps = c.eps;
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t j = 0; j < n; ++j) {
+    m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+    v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+    w[j] = w[j] * decay - step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bias2 + eps);
+  }
+}
+
 void AdamW::step() {
   NoGradGuard no_grad;
   ++step_;
-  const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
-  const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
-  const float step_size = static_cast<float>(options_.lr / bias1);
-  const float inv_sqrt_bias2 = static_cast<float>(1.0 / std::sqrt(bias2));
-  const float b1 = static_cast<float>(options_.beta1), b2 = static_cast<float>(options_.beta2);
-  const float eps = static_cast<float>(options_.eps);
+  const AdamWStepConstants constants = AdamWStepConstants::at(options_, step_);
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& [name, p] = params_[i];
     const Tensor g = grad_of(name, p);
     if (!g.defined()) continue;
     const float decay = p.dim() >= 2 ? static_cast<float>(1.0 - options_.lr * options_.weight_decay) : 1.0f;
-    float* w = p.data<float>();
-    float* m = exp_avg_[i].data<float>();
-    float* v = exp_avg_sq_[i].data<float>();
-    const float* gv = g.data<float>();
-    const int64_t n = p.numel();
-#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
-    for (int64_t j = 0; j < n; ++j) {
-      m[j] = b1 * m[j] + (1.0f - b1) * gv[j];
-      v[j] = b2 * v[j] + (1.0f - b2) * gv[j] * gv[j];
-      w[j] = w[j] * decay - step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bias2 + eps);
-    }
+    adamw_update(p.data<float>(), exp_avg_[i].data<float>(), exp_avg_sq_[i].data<float>(), g.data<float>(), p.numel(),
+                 constants, decay);
   }
 }
 
@@ -154,15 +157,22 @@ double grad_norm(const std::vector<Tensor>& params) {
   return std::sqrt(total);
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  const double norm = grad_norm(params);
-  if (!(norm > max_norm) || !std::isfinite(norm)) return norm;
-  const double scale = max_norm / (norm + 1e-6);
+double clip_coefficient(double norm, double max_norm) {
+  return norm > max_norm && std::isfinite(norm) ? max_norm / (norm + 1e-6) : 1.0;
+}
+
+void scale_grads(const std::vector<Tensor>& params, double scale) {
   NoGradGuard no_grad;
   for (const Tensor& p : params) {
     Tensor g = p.grad();
     if (g.defined()) p.set_grad(g * scale);
   }
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  const double norm = grad_norm(params);
+  const double scale = clip_coefficient(norm, max_norm);
+  if (scale != 1.0) scale_grads(params, scale);
   return norm;
 }
 

@@ -27,3 +27,22 @@ cmp "$work/a/checkpoints/latest/model.safetensors" "$work/b/checkpoints/latest/m
 cmp "$work/a/checkpoints/latest/optimizer.safetensors" "$work/b/checkpoints/latest/optimizer.safetensors"
 diff <(losses "$work/a") <(losses "$work/b")
 echo "4 SIGKILLs and resumes: model and optimizer byte-identical, $(losses "$work/a" | wc -l) losses identical"
+
+# SIGTERM (and SIGINT): the step in progress finishes, a checkpoint is saved, the exit code is 0.
+for signal in TERM INT; do
+  rm -rf "$work/c"
+  "$tsumugi" train "$work/tiny.toml" --set checkpoint.dir="$work/c" > "$work/c.log" 2>&1 &
+  pid=$!
+  while [ "$(steps_done "$work/c")" -lt 12 ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done
+  kill -$signal $pid
+  code=0
+  wait $pid || code=$?
+  [ $code -eq 0 ] || { echo "SIG$signal: exit code $code"; cat "$work/c.log"; exit 1; }
+  grep -q "stopped (signal)" "$work/c.log" || { echo "SIG$signal: no clean stop"; cat "$work/c.log"; exit 1; }
+  stopped=$(steps_done "$work/c")
+  [ "$(readlink "$work/c/checkpoints/latest")" = "$(printf 'step-%08d' "$stopped")" ] \
+    || { echo "SIG$signal: no checkpoint of step $stopped"; exit 1; }
+  "$tsumugi" train "$work/tiny.toml" --set checkpoint.dir="$work/c" > "$work/c.log" 2>&1
+  cmp "$work/a/checkpoints/latest/model.safetensors" "$work/c/checkpoints/latest/model.safetensors"
+  echo "SIG$signal at step $stopped: exit 0 with a checkpoint of that step; resumed to identical bytes"
+done

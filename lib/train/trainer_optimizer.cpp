@@ -1,0 +1,48 @@
+#include "trainer_optimizer.h"
+
+namespace tsumugi {
+
+TrainerOptimizer::TrainerOptimizer(CausalLM& model, const TrainConfig& c, std::shared_ptr<ProcessGroup> group)
+    : params_(model.parameters()), grad_clip_(c.train.grad_clip) {
+  const AdamWOptions options{.lr = c.train.lr, .beta1 = c.train.beta1, .beta2 = c.train.beta2, .eps = c.train.eps,
+                             .weight_decay = c.train.weight_decay};
+  if (c.parallel.zero == 1 && group->size() > 1) {
+    const bool reduced = c.parallel.deterministic;  // the tree accumulator already summed the gradients
+    grad_scale_ = reduced ? 1.0 : 1.0 / static_cast<double>(group->size());
+    zero_ = std::make_unique<ZeroAdamW>(model.named_parameters(), options, std::move(group), reduced);
+  } else {
+    adamw_ = std::make_unique<AdamW>(model.named_parameters(), options);
+  }
+}
+
+void TrainerOptimizer::set_lr(double lr) {
+  if (zero_) zero_->set_lr(lr);
+  else adamw_->set_lr(lr);
+}
+
+double TrainerOptimizer::gradient_norm() { return zero_ ? zero_->reduce_gradients(grad_scale_) : grad_norm(params_); }
+
+void TrainerOptimizer::step(double norm) {
+  const double clip = grad_clip_ > 0 ? clip_coefficient(norm, grad_clip_) : 1.0;
+  if (zero_) {
+    zero_->update(clip);
+    zero_->zero_grad();
+  } else {
+    if (clip != 1.0) scale_grads(params_, clip);
+    adamw_->step();
+    adamw_->zero_grad();
+  }
+}
+
+void TrainerOptimizer::skip() {
+  for (const Tensor& p : params_) p.zero_grad();
+}
+
+StateDict TrainerOptimizer::state_dict() { return zero_ ? zero_->state_dict() : adamw_->state_dict(); }
+
+void TrainerOptimizer::load_state_dict(const StateDict& state) {
+  if (zero_) zero_->load_state_dict(state);
+  else adamw_->load_state_dict(state);
+}
+
+}  // namespace tsumugi
