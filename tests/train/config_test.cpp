@@ -88,6 +88,6 @@ TEST(Config, EveryShippedRecipeIsValid) {
     EXPECT_NO_THROW(load_config(path)) << path;
   }
   const TrainConfig tiny = load_config(std::string(TSUMUGI_SOURCE_DIR) + "/configs/ja-gpt2-tiny.toml");
-  EXPECT_EQ(tiny.model.layers, 4);
+  EXPECT_EQ(tiny.model.layers, 2);
   EXPECT_EQ(tiny.checkpoint.dir, "runs/ja-gpt2-tiny");
 }
