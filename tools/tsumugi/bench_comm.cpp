@@ -23,6 +23,7 @@ struct BenchCommOptions {
   int iterations = 20;
   int64_t layers = 4, dim = 256, vocab = 8192, seq = 256, micro_batch = 4;
   int steps = 6;
+  double bucket_mb = 25;
 };
 
 double median(std::vector<double> v) {
@@ -81,7 +82,7 @@ void run_bench_comm(const BenchCommOptions& o) {
   const Tensor targets = tokens.narrow(1, 1, o.seq).contiguous().view({-1});
   std::vector<double> local, parallel;
   {
-    DataParallel dp(*model, world);
+    DataParallel dp(*model, world, {.bucket_bytes = static_cast<int64_t>(o.bucket_mb * (1 << 20))});
     for (int i = 0; i < o.steps + 1; ++i) {
       const double t = timed_step(*model, optimizer, nullptr, inputs, targets, o.vocab);
       if (i > 0) local.push_back(t);
@@ -115,6 +116,7 @@ void add_bench_comm_command(CLI::App& bench) {
   cmd->add_option("--layers", options->layers, "model blocks")->capture_default_str();
   cmd->add_option("--dim", options->dim, "model width")->capture_default_str();
   cmd->add_option("--steps", options->steps, "timed training steps")->capture_default_str();
+  cmd->add_option("--bucket-mb", options->bucket_mb, "gradient bucket size, MiB")->capture_default_str();
   cmd->callback([options] { run_bench_comm(*options); });
 }
 
