@@ -69,3 +69,15 @@ run corrupt --set train.steps=12 > "$work/out.log" 2> "$work/err.log"
 grep -q "skipping damaged checkpoint" "$work/err.log" || { echo "FAIL: no warning"; cat "$work/err.log"; exit 1; }
 grep -q "resuming from .*step-00000005" "$work/out.log" || { echo "FAIL: did not resume from step 5"; exit 1; }
 echo "ok   corrupted checkpoint: skipped with a warning, resumed from step 5"
+
+# A NaN loss injected at step 7: "skip" drops that update, logs it and goes on; "stop" saves the
+# weights from before the step and ends with an error.
+TSUMUGI_INJECT_FAULT=nan@7 run nan-skip --set train.steps=10 --set train.on_nonfinite=skip > "$work/out.log" 2>&1
+grep -q "step 7: non-finite loss or gradient norm, update skipped" "$work/out.log" || { echo "FAIL: skip not reported"; exit 1; }
+grep -q '"event":"nonfinite"' "$work/nan-skip/metrics.jsonl" || { echo "FAIL: skip not logged"; exit 1; }
+[ "$(readlink "$work/nan-skip/checkpoints/latest")" = "step-00000010" ] || { echo "FAIL: the skip run did not finish"; exit 1; }
+echo "ok   NaN at step 7 with on_nonfinite = skip: update skipped, logged, run finished"
+TSUMUGI_INJECT_FAULT=nan@7 expect_error "NaN with on_nonfinite = stop" "non-finite loss (nan) or gradient norm" \
+  run nan-stop --set train.steps=10 --set train.on_nonfinite=stop --set checkpoint.every=0
+[ "$(readlink "$work/nan-stop/checkpoints/latest")" = "step-00000006" ] || { echo "FAIL: no checkpoint of step 6"; exit 1; }
+echo "ok   NaN with on_nonfinite = stop: the weights before step 7 saved as step 6"
