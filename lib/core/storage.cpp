@@ -7,6 +7,8 @@
 
 #include <tsumugi/core/tensor.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstdlib>
@@ -174,6 +176,12 @@ MemoryStats memory_stats(Device device) {
 
 void empty_cache(Device device) {
   if (device.is_cpu()) cpu_allocator().release_cached();
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
 }  // namespace tsumugi

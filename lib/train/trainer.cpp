@@ -13,7 +13,6 @@
 
 #include <omp.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -59,12 +58,6 @@ class StopSignals {
  private:
   struct sigaction old_int_ {}, old_term_ {};
 };
-
-double peak_rss_mb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;
-}
 
 std::string model_section(const TrainConfig& c) {
   const std::string all = config_to_toml(c);

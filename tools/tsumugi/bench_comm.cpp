@@ -11,6 +11,7 @@
 #include <chrono>
 #include <vector>
 
+#include "bench_util.h"
 #include "commands.h"
 
 namespace tsumugi::cli {
@@ -25,11 +26,6 @@ struct BenchCommOptions {
   int steps = 6;
   double bucket_mb = 25;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // One timed training step on this rank's rows; with `dp`, gradients are averaged over the ranks.
 double timed_step(CausalLM& model, AdamW& optimizer, DataParallel* dp, const Tensor& inputs, const Tensor& targets,

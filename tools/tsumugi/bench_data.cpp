@@ -23,6 +23,7 @@
 
 #include <tsumugi/core/error.h>
 
+#include "bench_util.h"
 #include "data_commands.h"
 
 extern char** environ;
@@ -46,11 +47,6 @@ struct BenchDataCommand {
 };
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 // Writes the corpus as `parts` .txt files of about equal size, cut at document ends. Blank lines
 // inside a document are dropped so that a blank line always separates documents.

@@ -167,5 +167,7 @@ struct MemoryStats {
 MemoryStats memory_stats(Device device = Device::cpu());
 /// Returns cached, unused blocks to the system.
 void empty_cache(Device device = Device::cpu());
+/// Peak resident memory of this process (all of it, not only tensors), in MiB.
+double peak_rss_mb();
 
 }  // namespace tsumugi
