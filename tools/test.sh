@@ -20,4 +20,5 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 cmake -S tests/consumer -B "$build/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$PWD/$prefix" >/dev/null
 cmake --build "$build/consumer" >/dev/null
 "$build/consumer/consumer"
+"$build/consumer/consumer_all"
 echo "test.sh: all tests passed"
