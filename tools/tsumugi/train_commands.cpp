@@ -131,15 +131,18 @@ void add_train_commands(CLI::App& app) {
   g->add_flag("--ignore-eos", gen->ignore_eos, "keep generating after the end-of-document token");
   g->callback([gen] { run_generate(*gen); });
 
-  auto out = std::make_shared<std::pair<std::string, std::string>>();
-  auto format = std::make_shared<std::string>("hf");
+  // CLI11 keeps references to these strings: they live as long as the callback that owns them.
+  struct ExportArgs {
+    std::string checkpoint, format = "hf", out;
+  };
+  auto x_args = std::make_shared<ExportArgs>();
   CLI::App* x = app.add_subcommand("export", "Write a Hugging Face model directory from a checkpoint");
-  x->add_option("--checkpoint", out->first, "checkpoint or run directory")->required();
-  x->add_option("--format", *format, "hf (transformers)")->check(CLI::IsMember({"hf"}))->capture_default_str();
-  x->add_option("--out", out->second, "output directory")->required();
-  x->callback([out] {
-    export_hf(out->first, out->second);
-    std::printf("exported %s to %s\n", out->first.c_str(), out->second.c_str());
+  x->add_option("--checkpoint", x_args->checkpoint, "checkpoint or run directory")->required();
+  x->add_option("--format", x_args->format, "hf (transformers)")->check(CLI::IsMember({"hf"}))->capture_default_str();
+  x->add_option("--out", x_args->out, "output directory")->required();
+  x->callback([x_args] {
+    export_hf(x_args->checkpoint, x_args->out);
+    std::printf("exported %s to %s\n", x_args->checkpoint.c_str(), x_args->out.c_str());
   });
 }
 
