@@ -101,61 +101,38 @@ CpuCachingAllocator& cpu_allocator() {
   return *allocator;
 }
 
-#ifdef TSUMUGI_WITH_CUDA
-void cuda_check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    cudaGetLastError();
-    TSU_FAIL(Error, "[cuda] {} failed: {}", what, cudaGetErrorString(status));
-  }
-}
-#endif
 
 }  // namespace
 
 void* cpu_allocate(size_t nbytes) { return cpu_allocator().allocate(nbytes); }
 void cpu_free(void* ptr, size_t nbytes) { cpu_allocator().free(ptr, nbytes); }
 
-#ifdef TSUMUGI_WITH_CUDA
-void* cuda_allocate(size_t nbytes, int device) {
-  if (nbytes == 0) return nullptr;
-  cuda_check(cudaSetDevice(device), "cudaSetDevice");
-  void* ptr = nullptr;
-  cuda_check(cudaMalloc(&ptr, nbytes), "cudaMalloc");
-  return ptr;
-}
-
-void cuda_free(void* ptr, size_t, int device) {
-  if (ptr == nullptr) return;
-  cudaSetDevice(device);
-  cudaFree(ptr);
-}
-
-void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
-  if (nbytes == 0) return;
-  if (dst_device.is_cpu() && src_device.is_cpu()) {
-    std::memcpy(dst, src, nbytes);
-    return;
-  }
-  cudaMemcpyKind kind = cudaMemcpyDefault;
-  if (dst_device.is_cpu()) kind = cudaMemcpyDeviceToHost;
-  else if (src_device.is_cpu()) kind = cudaMemcpyHostToDevice;
-  else kind = cudaMemcpyDeviceToDevice;
-  cuda_check(cudaMemcpy(dst, src, nbytes, kind), "cudaMemcpy");
-}
-#else
+#ifndef TSUMUGI_WITH_CUDA
 void* cuda_allocate(size_t, int) {
   TSU_FAIL(NotImplementedError, "[alloc] this build of tsumugi has no CUDA support (TSUMUGI_CUDA=OFF)");
 }
 void cuda_free(void*, size_t, int) {}
-void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+MemoryStats cuda_memory_stats(int) { return {}; }
+void cuda_empty_cache(int) {}
+namespace cuda {
+void* pinned_allocate(size_t) {
+  TSU_FAIL(NotImplementedError, "[pin_memory] this build of tsumugi has no CUDA support (TSUMUGI_CUDA=OFF)");
+}
+void pinned_free(void*, size_t) {}
+}  // namespace cuda
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes, bool) {
   TSU_CHECK(dst_device.is_cpu() && src_device.is_cpu(), NotImplementedError,
             "[copy] this build of tsumugi has no CUDA support (TSUMUGI_CUDA=OFF)");
   if (nbytes != 0) std::memcpy(dst, src, nbytes);
 }
 #endif
 
-Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  if (device.is_cpu()) {
+Storage::Storage(size_t nbytes, Device device, bool pinned) : nbytes_(nbytes), device_(device), pinned_(pinned) {
+  if (pinned) {
+    TSU_CHECK(device.is_cpu(), ValueError, "[alloc] only host memory can be pinned, not {}", device.str());
+    TSU_CHECK(cuda_device_count() > 0, ValueError, "[pin_memory] pinned memory needs a CUDA device");
+    data_ = pinned_allocate(nbytes);
+  } else if (device.is_cpu()) {
     data_ = cpu_allocate(nbytes);
   } else {
     TSU_CHECK(device.index < cuda_device_count() || !cuda_built(), ValueError,
@@ -165,17 +142,19 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 }
 
 Storage::~Storage() {
-  if (device_.is_cpu()) cpu_free(data_, nbytes_);
+  if (pinned_) pinned_free(data_, nbytes_);
+  else if (device_.is_cpu()) cpu_free(data_, nbytes_);
   else cuda_free(data_, nbytes_, device_.index);
 }
 
 MemoryStats memory_stats(Device device) {
   if (device.is_cpu()) return cpu_allocator().stats();
-  return {};
+  return cuda_device_count() > 0 ? cuda_memory_stats(device.index) : MemoryStats{};
 }
 
 void empty_cache(Device device) {
   if (device.is_cpu()) cpu_allocator().release_cached();
+  else if (cuda_device_count() > 0) cuda_empty_cache(device.index);
 }
 
 double peak_rss_mb() {

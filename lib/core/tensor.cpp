@@ -7,6 +7,9 @@
 #include "autograd_graph.h"
 #include "dispatch.h"
 #include "strided.h"
+#ifdef TSUMUGI_WITH_CUDA
+#include "cuda/kernels.h"
+#endif
 
 namespace tsumugi {
 
@@ -134,6 +137,9 @@ T* Tensor::data() const {
     TSU_CHECK(dtype() == dtype_of<std::remove_const_t<T>>(), ValueError, "[data] requested {} from a {} tensor",
               dtype_name(dtype_of<std::remove_const_t<T>>()), dtype_name(dtype()));
   }
+  TSU_CHECK(device().is_cpu(), NotImplementedError,
+            "[data] host access to a tensor on {}: this operation has no CUDA kernel (move the tensor with "
+            ".to(Device::cpu()) first)", device().str());
   return static_cast<T*>(data_ptr());
 }
 
@@ -194,15 +200,29 @@ Tensor Tensor::to(DType target) const {
   return out;
 }
 
-Tensor Tensor::to(Device target) const {
+Tensor Tensor::to(Device target, bool non_blocking) const {
   if (target == device()) return *this;
   const Tensor src = contiguous();
   Tensor out = empty(shape(), {.dtype = dtype(), .device = target});
-  copy_bytes(out.data_ptr(), target, src.data_ptr(), src.device(), nbytes());
+  // Asynchronous only from pinned host memory to a device: pageable memory could change under the copy.
+  const bool async = non_blocking && src.is_pinned() && target.is_cuda();
+  copy_bytes(out.data_ptr(), target, src.data_ptr(), src.device(), nbytes(), async);
   if (needs_grad({this})) {
     const Device source = device();
     record("to_device", {*this}, out, [source](const Tensor& g) { return std::vector<Tensor>{g.to(source)}; });
   }
+  return out;
+}
+
+bool Tensor::is_pinned() const { return defined() && impl_->storage && impl_->storage->pinned(); }
+
+Tensor Tensor::pin_memory() const {
+  TSU_CHECK(device().is_cpu(), ValueError, "[pin_memory] only CPU tensors can be pinned, not {}", device().str());
+  if (is_pinned()) return *this;
+  const Tensor src = contiguous();
+  Tensor out = make_tensor(std::make_shared<Storage>(nbytes(), Device::cpu(), /*pinned=*/true), shape(),
+                           contiguous_strides(shape()), 0, dtype());
+  copy_bytes(out.data_ptr(), Device::cpu(), src.data_ptr(), Device::cpu(), nbytes());
   return out;
 }
 
@@ -252,7 +272,12 @@ void check_inplace(const Tensor& t, const char* op) {
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");
   if (numel() == 0) return *this;
-  if (!device().is_cpu()) return copy_(full({}, value, {.dtype = dtype()}));
+  if (device().is_cuda()) {
+#ifdef TSUMUGI_WITH_CUDA
+    cuda::fill(*this, value);
+#endif
+    return *this;
+  }
   dispatch_any(dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T v = convert<T>(value);
@@ -269,6 +294,12 @@ Tensor& Tensor::copy_(const Tensor& src) {
   Tensor source = src.dim() == dim() && src.shape() == shape() ? src : src.detach().expand(shape());
   if (device().is_cpu() && source.device().is_cpu()) {
     copy_cpu(*this, source);
+#ifdef TSUMUGI_WITH_CUDA
+  } else if (device().is_cuda() && source.device() == device()) {
+    cuda::copy_strided(*this, source);
+  } else if (device().is_cuda() && !(source.is_contiguous() && dtype() == source.dtype())) {
+    copy_(source.to(device()));  // move first, convert and re-stride on the device
+#endif
   } else if (is_contiguous() && source.is_contiguous() && dtype() == source.dtype()) {
     copy_bytes(data_ptr(), device(), source.data_ptr(), source.device(), nbytes());
   } else {  // stage through the host: convert there, then copy back

@@ -98,8 +98,13 @@ class Tensor {
   Tensor clone() const;
   /// Converted to another dtype (a copy unless already that dtype).
   Tensor to(DType dtype) const;
-  /// Moved to another device (a copy unless already there).
-  Tensor to(Device device) const;
+  /// Moved to another device (a copy unless already there). `non_blocking` returns before a copy
+  /// from pinned host memory to a GPU has finished (later GPU work on the tensor waits for it).
+  Tensor to(Device device, bool non_blocking = false) const;
+  /// A copy in page-locked host memory, which GPUs read asynchronously (needs a CUDA device).
+  Tensor pin_memory() const;
+  /// True for CPU tensors in page-locked memory.
+  bool is_pinned() const;
 
   // ---- autograd ----
   bool requires_grad() const;
