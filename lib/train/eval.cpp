@@ -21,11 +21,12 @@ EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenize
   for (int64_t n = 0; max_batches == 0 || n < max_batches; ++n) {
     std::optional<Batch> batch = batches.next();
     if (!batch) break;
-    const Tensor logits = model.forward(batch->inputs);
+    const Tensor logits = model.forward(batch->inputs.to(model.device()));
     const Tensor targets = batch->targets.view({-1});
     const int64_t count = targets.numel();
     // cross_entropy is a mean; times the count gives this batch's sum.
-    total_nats += cross_entropy(logits.view({-1, logits.size(-1)}), targets).item<double>() * static_cast<double>(count);
+    total_nats += cross_entropy(logits.view({-1, logits.size(-1)}), targets.to(model.device())).item<double>() *
+                  static_cast<double>(count);
     result.tokens += count;
     const std::vector<int32_t> ids = targets.to_vector<int32_t>();
     result.bytes += tokenizer.byte_count(ids);

@@ -54,8 +54,10 @@ std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& promp
   std::vector<int64_t> generated;
   KVCache cache;
   auto run = [&](const std::vector<int64_t>& ids) {
-    Tensor logits = model.forward(from_data<int64_t>(ids, {1, static_cast<int64_t>(ids.size())}), &cache);
-    return logits.select(0, 0).select(0, logits.size(1) - 1);
+    Tensor logits = model.forward(
+        from_data<int64_t>(ids, {1, static_cast<int64_t>(ids.size())}, {.dtype = DType::i64, .device = model.device()}),
+        &cache);
+    return logits.select(0, 0).select(0, logits.size(1) - 1).to(Device::cpu());
   };
   // Start from the end of the prompt that fits in the context.
   const size_t start = all.size() > static_cast<size_t>(context) ? all.size() - static_cast<size_t>(context) : 0;

@@ -1,5 +1,6 @@
 #include "gradient_step.h"
 
+#include <tsumugi/core/autograd.h>
 #include <tsumugi/core/ops.h>
 
 #include "core/check.h"
@@ -33,13 +34,21 @@ double GradientStep::run(const Batch& batch) {
   const int64_t micro = config_.train.micro_batch;
   const int64_t local_micro_batches = batch.inputs.size(0) / micro;
   const int64_t vocab = model_.config().vocab;
-  double loss_sum = 0;
+  const Device device = model_.device();
+  // On a GPU the batch goes over once, asynchronously from pinned memory, and the losses stay on
+  // the device until the end of the step: no synchronisation per micro-batch.
+  const Tensor all_inputs = device.is_cpu() ? batch.inputs : batch.inputs.pin_memory().to(device, true);
+  const Tensor all_targets = device.is_cpu() ? batch.targets : batch.targets.pin_memory().to(device, true);
+  Tensor loss_sum = zeros({}, {.dtype = DType::f64, .device = device});
   for (int64_t m = 0; m < local_micro_batches; ++m) {
-    const Tensor inputs = batch.inputs.narrow(0, m * micro, micro);
-    const Tensor targets = batch.targets.narrow(0, m * micro, micro).contiguous();
+    const Tensor inputs = all_inputs.narrow(0, m * micro, micro);
+    const Tensor targets = all_targets.narrow(0, m * micro, micro).contiguous();
     const Tensor loss = cross_entropy(model_.forward(inputs).view({-1, vocab}), targets.view({-1}), -100,
                                       config_.train.z_loss);
-    loss_sum += loss.item<double>();
+    {
+      NoGradGuard no_grad;
+      loss_sum = loss_sum + loss.detach().to(DType::f64);
+    }
     if (tree_) {
       loss.backward();  // each micro-batch's own gradient: a leaf of the tree
       tree_->add();
@@ -52,7 +61,7 @@ double GradientStep::run(const Batch& batch) {
   const int64_t total_micro_batches = local_micro_batches * group_->size();
   if (tree_) tree_->finish(*group_, 1.0 / static_cast<double>(total_micro_batches));
   else if (data_parallel_) data_parallel_->synchronize_gradients();
-  Tensor loss = from_data<double>({loss_sum});
+  Tensor loss = from_data<double>({loss_sum.item<double>()});
   if (group_->size() > 1) {
     if (config_.parallel.deterministic) group_->all_reduce_tree(loss);
     else group_->all_reduce(loss);

@@ -84,9 +84,16 @@ struct Run {
 
 Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<ProcessGroup>& group) {
   const bool leader = group->rank() == 0;
-  TSU_CHECK(recipe.device.type == "cpu", NotImplementedError,
-            "[train] device.type = \"{}\": this build trains on the cpu only (the CUDA trainer is not built yet)",
-            recipe.device.type);
+  const Device device = recipe.device.type == "cuda" ? Device::cuda(process_info().local_rank % std::max(1, cuda_device_count()))
+                                                     : Device::cpu();
+  if (device.is_cuda()) {
+    TSU_CHECK(cuda_built(), ConfigError,
+              "[config] device.type = \"cuda\" but this build of tsumugi has no CUDA support (TSUMUGI_CUDA=OFF)");
+    TSU_CHECK(cuda_device_count() > 0, ConfigError, "[config] device.type = \"cuda\" but no CUDA device is visible");
+    TSU_CHECK(group->size() == 1, NotImplementedError,
+              "[train] device.type = \"cuda\" with {} processes: multi-GPU training needs the NCCL process group, "
+              "which is not built yet; run one process", group->size());
+  }
   Run run{recipe, Tokenizer::load(recipe.data.tokenizer), {}, {}, {}, {}, 0};
   TrainConfig& c = run.config;
   if (c.model.vocab == 0) c.model.vocab = run.tokenizer.vocab_size();
@@ -101,7 +108,15 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
   run.model = make_model(c.model);
   run.model->init_weights(c.train.seed);
   run.model->dropout_generator() = Generator(c.train.seed ^ 0x64726f70ull);  // "drop"
-  run.optimizer = std::make_unique<TrainerOptimizer>(*run.model, c, group);
+  // Weights are initialised (or loaded) in fp32 on the CPU, then moved: the same seed gives the
+  // same start on every device. A bf16/f16 model's fp32 master weights live in the optimizer.
+  const DType compute = parse_dtype(c.precision.compute);
+  auto place_model = [&] {
+    run.model->to(device);
+    run.model->to(compute);
+    run.optimizer = std::make_unique<TrainerOptimizer>(*run.model, c, group);
+  };
+  bool placed = false;
   if (resume) {
     // The newest checkpoint that passes verification; a damaged one is reported and skipped, so
     // that an older good checkpoint is never lost behind it.
@@ -126,6 +141,8 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
                 "model or use another checkpoint.dir",
                 *it);
       run.model->load_state_dict(checkpoint.model);
+      place_model();
+      placed = true;
       run.optimizer->load_state_dict(checkpoint.optimizer);
       run.model->dropout_generator().set_offset(state.at("dropout_offset").get<uint64_t>());
       run.start_step = checkpoint.step;
@@ -133,6 +150,7 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
       break;
     }
   }
+  if (!placed) place_model();
   return run;
 }
 
@@ -152,14 +170,17 @@ std::string trainer_state(const Run& run, int64_t step, double loss, int world) 
 
 }  // namespace
 
-double measure_gemm_gflops() {
-  constexpr int64_t n = 2048;
+double measure_gemm_gflops(Device device, DType dtype) {
+  // The CPU's sgemm at 2048, or a GPU's GEMM at 8192 in the compute dtype: large enough to reach
+  // the device's sustained rate, which is what MFU is measured against.
+  const int64_t n = device.is_cpu() ? 2048 : 8192;
   Generator gen(1);
-  const Tensor a = randn({n, n}, gen), b = randn({n, n}, gen);
+  const Tensor a = randn({n, n}, gen).to(device).to(dtype), b = randn({n, n}, gen).to(device).to(dtype);
   double best = 0;
   for (int i = 0; i < 5; ++i) {
     const auto start = Clock::now();
     const Tensor c = matmul(a, b);
+    if (device.is_cuda()) c.select(0, 0).select(0, 0).to(Device::cpu());  // waits for the GEMM
     best = std::max(best, 2.0 * n * n * n / seconds_since(start) / 1e9);
   }
   return best;
@@ -213,7 +234,8 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   const LRSchedule schedule{.kind = c.train.schedule, .lr = c.train.lr, .min_lr = c.train.min_lr,
                             .warmup_steps = c.train.warmup_steps, .total_steps = c.train.steps,
                             .decay_fraction = c.train.decay_fraction};
-  const double peak_gflops = measure_gemm_gflops();
+  const Device device = model.device();
+  const double peak_gflops = measure_gemm_gflops(device, parse_dtype(c.precision.compute));
   const double flops_per_step =
       model.flops_per_token(c.data.seq_len) * static_cast<double>(c.train.global_batch * c.data.seq_len);
   const bool terminal = leader && isatty(STDOUT_FILENO);
@@ -238,7 +260,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     // that no rank runs ahead of a checkpoint that might fail.
     const StateDict optimizer_state = optimizer.state_dict();  // collective under ZeRO
     if (leader)
-      outcome.checkpoint = checkpoints.save(step, model.state_dict(), optimizer_state,
+      outcome.checkpoint = checkpoints.save(step, optimizer.model_weights(model), optimizer_state,
                                             trainer_state(run, step, outcome.loss, world));
     group->barrier();
     last_saved = step;
@@ -309,7 +331,8 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                                    {"grad_norm", norm},
                                    {"tokens_per_s", tokens_per_s},
                                    {"mfu", flops_per_step / step_seconds / 1e9 / (peak_gflops * world)},
-                                   {"memory_mb", peak_rss_mb()},
+                                   {"memory_mb", device.is_cpu() ? peak_rss_mb()
+                                                                 : memory_stats(device).peak_allocated / 1048576.0},
                                    {"step_seconds", step_seconds},
                                    {"elapsed_seconds", seconds_since(started)}};
     log_metrics(record);

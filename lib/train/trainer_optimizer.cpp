@@ -38,7 +38,25 @@ void TrainerOptimizer::skip() {
   for (const Tensor& p : params_) p.zero_grad();
 }
 
-StateDict TrainerOptimizer::state_dict() { return zero_ ? zero_->state_dict() : adamw_->state_dict(); }
+namespace {
+StateDict to_host(StateDict state) {
+  for (auto& [name, tensor] : state)
+    if (!tensor.device().is_cpu()) tensor = tensor.to(Device::cpu());
+  return state;
+}
+}  // namespace
+
+StateDict TrainerOptimizer::state_dict() { return to_host(zero_ ? zero_->state_dict() : adamw_->state_dict()); }
+
+StateDict TrainerOptimizer::model_weights(const CausalLM& model) const {
+  StateDict weights = model.state_dict();
+  for (auto& [name, tensor] : weights) {
+    Tensor host = tensor.to(Device::cpu());
+    if (host.dtype() != DType::f32) host = host.to(DType::f32);
+    tensor = host;
+  }
+  return weights;
+}
 
 void TrainerOptimizer::load_state_dict(const StateDict& state) {
   if (zero_) zero_->load_state_dict(state);

@@ -23,8 +23,11 @@ class TrainerOptimizer {
   void step(double norm);
   /// Clears the gradients without an update.
   void skip();
-  /// AdamW's state format, whatever the sharding (collective under ZeRO).
+  /// AdamW's state format, whatever the sharding (collective under ZeRO), on the CPU.
   StateDict state_dict();
+  /// The model's weights as a checkpoint stores them: fp32 on the CPU, from the optimizer's
+  /// master copies when the model computes in bf16/f16.
+  StateDict model_weights(const CausalLM& model) const;
   void load_state_dict(const StateDict& state);
 
  private:

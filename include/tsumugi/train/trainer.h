@@ -40,8 +40,9 @@ struct TrainedModel {
 /// data.tokenizer; it must be the one the model was trained with (SHA-256 checked).
 TrainedModel load_trained_model(const std::string& checkpoint, const std::string& tokenizer_path = "");
 
-/// Best GFLOP/s of 5 runs of a 2048^3 float32 GEMM on the current threads: the CPU peak behind
-/// MFU (the best, so that noise on a shared machine can only lower the reported MFU).
-double measure_gemm_gflops();
+/// Sustained matrix-product rate of `device` in GFLOP/s: the best of five square products (2048 f32 on
+/// the CPU; 8192 in `dtype` on a GPU), the denominator of MFU (the best,
+/// so that noise on a shared machine can only lower the reported MFU).
+double measure_gemm_gflops(Device device = Device::cpu(), DType dtype = DType::f32);
 
 }  // namespace tsumugi

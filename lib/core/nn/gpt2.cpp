@@ -51,7 +51,7 @@ Tensor GPT2::forward(const Tensor& ids, KVCache* cache) {
   check_ids(ids, config_, cache);
   const int64_t start = cache ? cache->length : 0, length = ids.size(1);
   const double p = is_training() ? config_.dropout : 0.0;
-  const Tensor positions = arange(start, start + length);
+  const Tensor positions = arange(start, start + length, 1.0, {.dtype = DType::i64, .device = ids.device()});
   Tensor x = dropout(transformer->wte->forward(ids) + transformer->wpe->forward(positions), p, dropout_gen_);
   for (size_t i = 0; i < transformer->h->size(); ++i) {
     GPT2Block& block = (*transformer->h)[i];

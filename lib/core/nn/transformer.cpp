@@ -56,6 +56,11 @@ bool is_residual_projection(const std::string& name) {
 
 }  // namespace
 
+Device CausalLM::device() const {
+  const std::vector<Tensor> params = parameters();
+  return params.empty() ? Device::cpu() : params.front().device();
+}
+
 void CausalLM::init_weights(uint64_t seed) {
   NoGradGuard no_grad;
   const double residual_std = config_.init_std / std::sqrt(2.0 * static_cast<double>(config_.layers));

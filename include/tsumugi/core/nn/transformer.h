@@ -47,6 +47,8 @@ class CausalLM : public Module {
  public:
   explicit CausalLM(const ModelConfig& config) : config_(config.resolved()) {}
   const ModelConfig& config() const { return config_; }
+  /// Where the parameters live (the first parameter's device; the CPU for a model without any).
+  Device device() const;
   /// Logits for ids (B, T) of an integer dtype. With a cache, the ids continue the cached
   /// positions and the cache grows by T.
   virtual Tensor forward(const Tensor& ids, KVCache* cache = nullptr) = 0;
