@@ -32,8 +32,14 @@ void run_train(const TrainArgs& args) {
   run_training(config, args.resume == "auto");
 }
 
+// Moves a loaded (fp32, CPU) model to `device` ("cpu", "cuda", "cuda:N") computing in `dtype`.
+void place(CausalLM& model, const std::string& device, const std::string& dtype) {
+  model.to(Device::parse(device));
+  model.to(parse_dtype(dtype));
+}
+
 struct EvalArgs {
-  std::string checkpoint, data, tokenizer;
+  std::string checkpoint, data, tokenizer, device = "cpu", dtype = "f32";
   int64_t batch = 8;
   int64_t seq_len = 0;
 };
@@ -48,6 +54,7 @@ std::string split_folder(const std::string& path) {
 
 void run_eval(const EvalArgs& args) {
   const TrainedModel trained = load_trained_model(args.checkpoint, args.tokenizer);
+  place(*trained.model, args.device, args.dtype);
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : trained.config.data.seq_len;
   const auto shards = std::make_shared<const ShardSet>(ShardSet::open(
       split_folder(args.data), {.verify_checksums = true, .expected_tokenizer_sha256 = trained.tokenizer.sha256()}));
@@ -64,7 +71,7 @@ void run_eval(const EvalArgs& args) {
 }
 
 struct GenerateArgs {
-  std::string checkpoint, prompt, tokenizer;
+  std::string checkpoint, prompt, tokenizer, device = "cpu", dtype = "f32";
   int64_t max_tokens = 100;
   SamplingOptions sampling;
   uint64_t seed = 0;
@@ -74,6 +81,7 @@ struct GenerateArgs {
 
 void run_generate(const GenerateArgs& args) {
   const TrainedModel trained = load_trained_model(args.checkpoint, args.tokenizer);
+  place(*trained.model, args.device, args.dtype);
   std::vector<int64_t> prompt;
   for (int32_t id : trained.tokenizer.encode(args.prompt)) prompt.push_back(id);
   if (prompt.empty()) throw ValueError("[generate] the prompt is empty");
@@ -115,6 +123,8 @@ void add_train_commands(CLI::App& app) {
   e->add_option("--tokenizer", eval->tokenizer, "SentencePiece model (default: the run's)");
   e->add_option("--batch", eval->batch, "sequences per forward pass")->capture_default_str();
   e->add_option("--seq-len", eval->seq_len, "tokens per sequence (default: the recipe's)");
+  e->add_option("--device", eval->device, "cpu, cuda or cuda:N")->capture_default_str();
+  e->add_option("--dtype", eval->dtype, "compute dtype: f32, bf16 or f16 (bf16, f16: cuda)")->capture_default_str();
   e->callback([eval] { run_eval(*eval); });
 
   auto gen = std::make_shared<GenerateArgs>();
@@ -127,6 +137,8 @@ void add_train_commands(CLI::App& app) {
   g->add_option("--top-k", gen->sampling.top_k, "0: off")->capture_default_str();
   g->add_option("--top-p", gen->sampling.top_p, "1: off")->capture_default_str();
   g->add_option("--seed", gen->seed, "sampling seed")->capture_default_str();
+  g->add_option("--device", gen->device, "cpu, cuda or cuda:N")->capture_default_str();
+  g->add_option("--dtype", gen->dtype, "compute dtype: f32, bf16 or f16 (bf16, f16: cuda)")->capture_default_str();
   g->add_flag("--show-ids", gen->show_ids, "also print the prompt's and the generated token ids");
   g->add_flag("--ignore-eos", gen->ignore_eos, "keep generating after the end-of-document token");
   g->callback([gen] { run_generate(*gen); });

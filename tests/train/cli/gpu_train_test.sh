@@ -60,3 +60,21 @@ echo "bf16 on cuda: killed and resumed to byte-identical fp32 weights and optimi
   || { cat "$work/eval.log"; exit 1; }
 grep -q "bits per byte" "$work/eval.log" || { cat "$work/eval.log"; exit 1; }
 echo "eval on the cpu of a bf16 cuda checkpoint: $(grep 'bits per byte' "$work/eval.log")"
+
+# The same checkpoint evaluated on the GPU gives the CPU's bits per byte, and greedy generation
+# on the GPU gives the CPU's tokens.
+"$tsumugi" eval --checkpoint "$work/f32/checkpoints/latest" --data "$work/shards/val" > "$work/eval_cpu.log"
+"$tsumugi" eval --checkpoint "$work/f32/checkpoints/latest" --data "$work/shards/val" --device cuda > "$work/eval_gpu.log"
+python3 - "$work" <<'PY'
+import re, sys
+work = sys.argv[1]
+bpb = [float(re.search(r"bits_per_byte=([0-9.]+)", open(f"{work}/eval_{d}.log").read()).group(1)) for d in ("cpu", "gpu")]
+print(f"eval bits per byte: cpu {bpb[0]:.6f}, cuda {bpb[1]:.6f}")
+assert abs(bpb[0] - bpb[1]) < 1e-4 * bpb[0]
+PY
+for device in cpu cuda; do
+  "$tsumugi" generate --checkpoint "$work/f32/checkpoints/latest" --prompt "東京の天気" --temperature 0 \
+    --max-tokens 24 --ignore-eos --show-ids --device $device | grep generated_ids > "$work/gen_$device.txt"
+done
+diff "$work/gen_cpu.txt" "$work/gen_cuda.txt"
+echo "greedy generation: the same 24 tokens on cpu and cuda"
