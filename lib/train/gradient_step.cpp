@@ -30,7 +30,7 @@ GradientStep::GradientStep(CausalLM& model, const TrainConfig& config, std::shar
   }
 }
 
-double GradientStep::run(const Batch& batch) {
+double GradientStep::run(const Batch& batch, double loss_scale) {
   const int64_t micro = config_.train.micro_batch;
   const int64_t local_micro_batches = batch.inputs.size(0) / micro;
   const int64_t vocab = model_.config().vocab;
@@ -49,12 +49,13 @@ double GradientStep::run(const Batch& batch) {
       NoGradGuard no_grad;
       loss_sum = loss_sum + loss.detach().to(DType::f64);
     }
+    const Tensor scaled = loss_scale == 1.0 ? loss : loss * loss_scale;
     if (tree_) {
-      loss.backward();  // each micro-batch's own gradient: a leaf of the tree
+      scaled.backward();  // each micro-batch's own gradient: a leaf of the tree
       tree_->add();
     } else {
       if (data_parallel_) data_parallel_->set_gradient_sync(m + 1 == local_micro_batches);
-      (local_micro_batches == 1 ? loss : loss * (1.0 / static_cast<double>(local_micro_batches))).backward();
+      (local_micro_batches == 1 ? scaled : scaled * (1.0 / static_cast<double>(local_micro_batches))).backward();
     }
   }
   // Mean over all micro-batches of all ranks (a power of two in deterministic mode: exact scaling).

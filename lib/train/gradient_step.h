@@ -20,8 +20,9 @@ class GradientStep {
   /// Runs this rank's rows (global_batch / dp, T) in micro-batches of train.micro_batch and
   /// leaves the mean gradient over the global batch in every parameter's .grad (under ZeRO-1 in
   /// default mode: this rank's mean, which the optimizer reduce-scatters). Returns the mean loss
-  /// over the global batch (the same value on every rank).
-  double run(const Batch& batch);
+  /// over the global batch (the same value on every rank). Gradients are of loss * loss_scale
+  /// (fp16 loss scaling); the returned loss is not scaled.
+  double run(const Batch& batch, double loss_scale = 1.0);
   /// Overlap accounting of the data-parallel all-reduce (default mode with several ranks).
   std::optional<DataParallel::Stats> communication() const;
 

@@ -112,9 +112,13 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
   // same start on every device. A bf16/f16 model's fp32 master weights live in the optimizer.
   const DType compute = parse_dtype(c.precision.compute);
   auto place_model = [&] {
+    StateDict fp32;  // a copy: converting the model changes its parameters in place
+    if (compute != DType::f32)
+      for (const auto& [name, tensor] : run.model->state_dict()) fp32[name] = tensor.detach().clone();
     run.model->to(device);
     run.model->to(compute);
     run.optimizer = std::make_unique<TrainerOptimizer>(*run.model, c, group);
+    if (compute != DType::f32) run.optimizer->load_master_weights(fp32);
   };
   bool placed = false;
   if (resume) {
@@ -295,8 +299,14 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     const auto step_start = Clock::now();
     const double lr = schedule.at(step);
     optimizer.set_lr(lr);
-    double loss = gradient_step.run(loader.next());
+    double loss = gradient_step.run(loader.next(), optimizer.loss_scale());
     if (trigger_fault(fault, step + 1, rank)) loss = std::nan("");
+    if (!optimizer.gradients_fit()) {  // fp16 overflow: the scale backs off and this step is skipped
+      log_metrics({{"step", step + 1}, {"event", "loss_scale_backoff"}, {"loss_scale", optimizer.loss_scale()}});
+      ++step;
+      outcome.step = step;
+      continue;
+    }
     const double norm = optimizer.gradient_norm();
     int nonfinite = std::isfinite(loss) && std::isfinite(norm) ? 0 : 1;
     if (world > 1) {  // decided together: every rank skips or stops at the same step

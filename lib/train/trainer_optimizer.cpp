@@ -1,5 +1,7 @@
 #include "trainer_optimizer.h"
 
+#include "core/check.h"
+
 namespace tsumugi {
 
 TrainerOptimizer::TrainerOptimizer(CausalLM& model, const TrainConfig& c, std::shared_ptr<ProcessGroup> group)
@@ -13,6 +15,18 @@ TrainerOptimizer::TrainerOptimizer(CausalLM& model, const TrainConfig& c, std::s
   } else {
     adamw_ = std::make_unique<AdamW>(model.named_parameters(), options);
   }
+  if (c.precision.compute == "f16") {
+    TSU_CHECK(!zero_, NotImplementedError, "[train] precision.compute = \"f16\" with ZeRO-1 is not supported yet");
+    scaler_ = std::make_unique<DynamicLossScaler>();
+  }
+}
+
+bool TrainerOptimizer::gradients_fit() {
+  if (!scaler_) return true;
+  const bool finite = grads_finite(params_);
+  scaler_->update(finite);
+  if (!finite) skip();
+  return finite;
 }
 
 void TrainerOptimizer::set_lr(double lr) {
@@ -20,7 +34,10 @@ void TrainerOptimizer::set_lr(double lr) {
   else adamw_->set_lr(lr);
 }
 
-double TrainerOptimizer::gradient_norm() { return zero_ ? zero_->reduce_gradients(grad_scale_) : grad_norm(params_); }
+double TrainerOptimizer::gradient_norm() {
+  if (zero_) return zero_->reduce_gradients(grad_scale_);
+  return grad_norm(params_) / loss_scale();
+}
 
 void TrainerOptimizer::step(double norm) {
   const double clip = grad_clip_ > 0 ? clip_coefficient(norm, grad_clip_) : 1.0;
@@ -28,8 +45,12 @@ void TrainerOptimizer::step(double norm) {
     zero_->update(clip);
     zero_->zero_grad();
   } else {
-    if (clip != 1.0) scale_grads(params_, clip);
-    adamw_->step();
+    if (scaler_) {
+      adamw_->step(clip / scaler_->scale());  // unscale and clip inside the update
+    } else {
+      if (clip != 1.0) scale_grads(params_, clip);
+      adamw_->step();
+    }
     adamw_->zero_grad();
   }
 }
@@ -46,10 +67,22 @@ StateDict to_host(StateDict state) {
 }
 }  // namespace
 
-StateDict TrainerOptimizer::state_dict() { return to_host(zero_ ? zero_->state_dict() : adamw_->state_dict()); }
+StateDict TrainerOptimizer::state_dict() {
+  StateDict state = zero_ ? zero_->state_dict() : adamw_->state_dict();
+  if (scaler_) state.merge(scaler_->state_dict());
+  return to_host(std::move(state));
+}
+
+void TrainerOptimizer::load_master_weights(const StateDict& weights) {
+  TSU_CHECK(adamw_ != nullptr, NotImplementedError, "[train] bf16/f16 master weights with ZeRO-1 are not supported yet");
+  adamw_->load_master_weights(weights);
+}
 
 StateDict TrainerOptimizer::model_weights(const CausalLM& model) const {
   StateDict weights = model.state_dict();
+  if (adamw_) {
+    for (auto& [name, master] : adamw_->master_weights()) weights[name] = master;
+  }
   for (auto& [name, tensor] : weights) {
     Tensor host = tensor.to(Device::cpu());
     if (host.dtype() != DType::f32) host = host.to(DType::f32);
@@ -61,6 +94,7 @@ StateDict TrainerOptimizer::model_weights(const CausalLM& model) const {
 void TrainerOptimizer::load_state_dict(const StateDict& state) {
   if (zero_) zero_->load_state_dict(state);
   else adamw_->load_state_dict(state);
+  if (scaler_ && state.count("loss_scaler.scale")) scaler_->load_state_dict(state);
 }
 
 }  // namespace tsumugi

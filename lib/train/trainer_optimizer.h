@@ -17,8 +17,13 @@ class TrainerOptimizer {
   TrainerOptimizer(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group);
   bool sharded() const { return zero_ != nullptr; }
   void set_lr(double lr);
-  /// The global gradient norm before clipping (collective under ZeRO).
+  /// The global gradient norm before clipping (collective under ZeRO), in the loss's units.
   double gradient_norm();
+  /// What to multiply the loss by before backward: the fp16 loss scale, else 1.
+  double loss_scale() const { return scaler_ ? scaler_->scale() : 1.0; }
+  /// fp16: whether this step's scaled gradients are finite; an overflow backs the scale off and
+  /// clears the gradients (the step is skipped, as torch.amp.GradScaler does). Always true otherwise.
+  bool gradients_fit();
   /// Clips by train.grad_clip and updates the weights; then clears the gradients.
   void step(double norm);
   /// Clears the gradients without an update.
@@ -28,6 +33,9 @@ class TrainerOptimizer {
   /// The model's weights as a checkpoint stores them: fp32 on the CPU, from the optimizer's
   /// master copies when the model computes in bf16/f16.
   StateDict model_weights(const CausalLM& model) const;
+  /// Seeds the fp32 master weights of a bf16/f16 model from `weights` (fp32, before conversion), so
+  /// that the run starts from exactly the fp32 initialisation.
+  void load_master_weights(const StateDict& weights);
   void load_state_dict(const StateDict& state);
 
  private:
@@ -36,6 +44,7 @@ class TrainerOptimizer {
   double grad_scale_ = 1.0;  // ZeRO default mode: 1 / ranks
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<ZeroAdamW> zero_;
+  std::unique_ptr<DynamicLossScaler> scaler_;  // f16 only
 };
 
 }  // namespace tsumugi
