@@ -6,6 +6,8 @@
 
 #ifdef TSUMUGI_WITH_CUDA
 #include <cuda_runtime_api.h>
+
+#include "cuda/runtime.h"
 #endif
 
 namespace tsumugi {
@@ -43,6 +45,17 @@ int cuda_device_count() {
   return count;
 #else
   return 0;
+#endif
+}
+
+void cuda_synchronize(int device) {
+#ifdef TSUMUGI_WITH_CUDA
+  if (cuda_device_count() == 0) return;
+  cuda::set_device(device);
+  // The whole device, not only tsumugi's stream: also work that a library queued elsewhere.
+  TSU_CUDA_CHECK(cudaDeviceSynchronize());
+#else
+  (void)device;
 #endif
 }
 

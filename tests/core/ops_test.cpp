@@ -320,3 +320,51 @@ TEST(Shape, CatAndSplit) {
   EXPECT_TRUE(gradcheck([](auto& in) { return split(in[0], {1, 2}, 1)[1] * 2.0; }, {a}));
   EXPECT_THROW(split(a, {1, 1}, 1), ValueError);
 }
+
+TEST(Norms, AddLayerNormReturnsSumAndItsNorm) {
+  Tensor x = rnd({2, 3, 8}, 181, 2.0), r = rnd({2, 3, 8}, 182), w = rnd({8}, 183), b = rnd({8}, 184);
+  const auto [s, y] = add_layer_norm(x, r, w, b, 1e-5);
+  expect_close(s, x + r, 0);
+  expect_close(y, layer_norm(x + r, w, b, 1e-5), 1e-12);
+  // Gradients reach x and residual through both outputs, together or alone.
+  EXPECT_TRUE(gradcheck(
+      [](auto& in) {
+        const auto [sum, normed] = add_layer_norm(in[0], in[1], in[2], in[3]);
+        return sum * 0.7 + normed;
+      },
+      {x, r, w, b}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return add_layer_norm(in[0], in[1], in[2], in[3]).second; }, {x, r, w, b}));
+  EXPECT_TRUE(gradcheck([w, b](auto& in) { return add_layer_norm(in[0], in[1], w, b).first * 2.0; }, {x, r}));
+  EXPECT_THROW(add_layer_norm(x, rnd({2, 3, 7}, 185), w, b), ValueError);
+}
+
+TEST(Norms, AddRmsNormReturnsSumAndItsNorm) {
+  Tensor x = rnd({3, 2, 8}, 186, 2.0), r = rnd({3, 2, 8}, 187), w = rnd({8}, 188);
+  const auto [s, y] = add_rms_norm(x, r, w, 1e-6);
+  expect_close(s, x + r, 0);
+  expect_close(y, rms_norm(x + r, w, 1e-6), 1e-12);
+  EXPECT_TRUE(gradcheck(
+      [](auto& in) {
+        const auto [sum, normed] = add_rms_norm(in[0], in[1], in[2]);
+        return sum * 0.7 + normed;
+      },
+      {x, r, w}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return add_rms_norm(in[0], in[1], in[2]).second; }, {x, r, w}));
+  EXPECT_TRUE(gradcheck([w](auto& in) { return add_rms_norm(in[0], in[1], w).first * 2.0; }, {x, r}));
+}
+
+TEST(Linear, LinearGeluIsGeluOfLinear) {
+  Tensor x = rnd({2, 3, 4}, 191), w = rnd({5, 4}, 192), b = rnd({5}, 193);
+  expect_close(linear_gelu(x, w, b), gelu(linear(x, w, b)), 0);
+  EXPECT_TRUE(gradcheck([](auto& in) { return linear_gelu(in[0], in[1], in[2]); }, {x, w, b}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return linear_gelu(in[0], in[1]); }, {x, w}));
+  EXPECT_THROW(linear_gelu(x, rnd({5, 3}, 194)), ValueError);
+}
+
+TEST(Matmul, Tf32IsOptIn) {
+  EXPECT_FALSE(allow_tf32());
+  set_allow_tf32(true);
+  EXPECT_TRUE(allow_tf32());
+  set_allow_tf32(false);
+  EXPECT_FALSE(allow_tf32());
+}

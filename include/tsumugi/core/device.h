@@ -28,5 +28,8 @@ struct Device {
 bool cuda_built();
 /// Number of usable CUDA devices: 0 without a build, a driver or a GPU (never throws).
 int cuda_device_count();
+/// Waits until every kernel and copy queued on CUDA device `device` has finished (for timing);
+/// does nothing without a CUDA build or a GPU. Throws Error if queued work failed.
+void cuda_synchronize(int device = 0);
 
 }  // namespace tsumugi

@@ -5,6 +5,7 @@
 #include <tsumugi/core/random.h>
 #include <tsumugi/core/tensor.h>
 
+#include <utility>
 #include <vector>
 
 namespace tsumugi {
@@ -51,12 +52,21 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 /// Sums `x` down to `shape` over the dimensions that broadcasting expanded.
 Tensor sum_to(const Tensor& x, const Shape& shape);
 
-// ---- linear algebra (CBLAS on the CPU) ----
+// ---- linear algebra (CBLAS on the CPU, cuBLASLt on CUDA) ----
 /// (..., M, K) x (..., K, N) -> (..., M, N) with broadcast batch dimensions; 1-D and 2-D as in
 /// NumPy. Transposed views are passed to BLAS as transposes, never copied.
 Tensor matmul(const Tensor& a, const Tensor& b);
 /// x (..., in) times w (out, in) transposed, plus b (out) when defined: nn.Linear.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+/// gelu(linear(x, w, b)) (tanh-form GELU): x (..., in), w (out, in), b (out) or undefined. On
+/// CUDA one GEMM whose epilogue adds the bias and applies GELU, keeping x w^T + b for backward.
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+/// Lets f32 GEMMs on CUDA use TF32 tensor cores (inputs rounded to 10 mantissa bits, fp32
+/// accumulation; relative error about 1e-3, several times faster). Off by default: f32 GEMMs
+/// are then exact fp32. Applies to every thread and device; bf16/f16 GEMMs and the CPU ignore it.
+void set_allow_tf32(bool allow);
+/// Whether f32 GEMMs on CUDA may use TF32 (set_allow_tf32).
+bool allow_tf32();
 
 // ---- shape ----
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
@@ -72,6 +82,14 @@ Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 /// RMSNorm over the last dimension (Llama): x * rsqrt(mean(x^2) + eps) * weight.
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+/// The pre-norm residual step in one pass: s = x + residual and layer_norm(s, weight, bias, eps).
+/// x and residual (..., D), same shape; weight and bias (D). Returns (s, normalized s); both
+/// can receive gradients.
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                                         const Tensor& bias, double eps = 1e-5);
+/// s = x + residual and rms_norm(s, weight, eps), as add_layer_norm. Returns (s, normalized s).
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                                       double eps = 1e-6);
 /// GELU, tanh form (GPT-2's "gelu_new").
 Tensor gelu(const Tensor& x);
 Tensor silu(const Tensor& x);
@@ -86,7 +104,11 @@ Tensor rope(const Tensor& x, double theta, int64_t position_offset = 0);
 /// Scale 0 means 1 / sqrt(hd). Memory: never a (T, S) matrix per head for the whole batch.
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0);
 /// Mean cross-entropy of logits (N, V) against integer targets (N); targets equal to
-/// ignore_index are skipped. z_loss adds z_loss * mean(logsumexp^2) (PaLM).
+/// ignore_index are skipped. z_loss adds z_loss * mean(logsumexp^2) (PaLM). The loss is a
+/// scalar of the logits' dtype for f32 and f64, and f32 for bf16/f16 logits (CUDA); the logits'
+/// gradient has their dtype. A batch whose targets are all ignored has loss 0. Targets
+/// outside [0, V) throw IndexError on the CPU; on CUDA, where checking would wait for the GPU,
+/// they make the loss NaN.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      double z_loss = 0.0);
 /// Zeroes each element with probability p and scales the rest by 1 / (1 - p).

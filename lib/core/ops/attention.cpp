@@ -5,6 +5,8 @@
 // exists at a time; the row log-sum-exp L is saved. Backward recomputes P from Q, K and L
 // (as FlashAttention does) per (batch, kv-head), looping over its query heads and blocks in order,
 // so dK and dV are accumulated in a fixed order whatever the thread count.
+// On CUDA the same algorithm runs in attention.cu (f32) and attention_mma*.cu (bf16, f16 on tensor
+// cores); there the log-sum-exp is kept in f32.
 #include <tsumugi/core/autograd.h>
 #include <tsumugi/core/ops.h>
 
@@ -16,6 +18,9 @@
 #include "../elementwise.h"
 #include "../gemm.h"
 #include "../vmath.h"
+#ifdef TSUMUGI_WITH_CUDA
+#include "attention_cuda.h"
+#endif
 
 namespace tsumugi {
 namespace {
@@ -170,19 +175,39 @@ Tensor causal_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
   TSU_CHECK(s.keys >= s.queries, ValueError, "[causal_attention] fewer keys ({}) than queries ({})", s.keys, s.queries);
   TSU_CHECK(q_in.dtype() == k_in.dtype() && q_in.dtype() == v_in.dtype(), ValueError,
             "[causal_attention] q, k and v dtypes differ");
+  TSU_CHECK(k_in.device() == q_in.device() && v_in.device() == q_in.device(), ValueError,
+            "[causal_attention] k is on {} and v on {} but q is on {}", k_in.device().str(), v_in.device().str(),
+            q_in.device().str());
   const double sc = scale != 0 ? scale : 1.0 / std::sqrt(static_cast<double>(s.head_dim));
   const Tensor q = unit_last_stride(q_in.detach()), k = unit_last_stride(k_in.detach()),
                v = unit_last_stride(v_in.detach());
-  Tensor out = empty(q.shape(), {.dtype = q.dtype()});
-  Tensor lse = empty({s.batch, s.q_heads, s.queries}, {.dtype = q.dtype()});
-  dispatch_float(q.dtype(), "causal_attention", [&](auto tag) {
-    using T = decltype(tag);
-    attention_forward<T>(q, k, v, out, lse, s, static_cast<T>(sc));
-  });
+  const bool on_gpu = q.device().is_cuda();
+  Tensor out = empty(q.shape(), {.dtype = q.dtype(), .device = q.device()});
+  // The CUDA kernels keep the log-sum-exp in f32 whatever the input dtype.
+  Tensor lse = empty({s.batch, s.q_heads, s.queries}, {.dtype = on_gpu ? DType::f32 : q.dtype(), .device = q.device()});
+#ifdef TSUMUGI_WITH_CUDA
+  if (on_gpu) cuda::causal_attention_forward(q, k, v, out, lse, sc);
+#endif
+  if (!on_gpu) {
+    dispatch_float(q.dtype(), "causal_attention", [&](auto tag) {
+      using T = decltype(tag);
+      attention_forward<T>(q, k, v, out, lse, s, static_cast<T>(sc));
+    });
+  }
   if (needs_grad({&q_in, &k_in, &v_in})) {
     record("causal_attention", {q_in, k_in, v_in}, out,
            [q, k, v, o = out.detach(), lse, s, sc](const Tensor& g_in) {
              const Tensor g = g_in.contiguous();
+#ifdef TSUMUGI_WITH_CUDA
+             if (g.device().is_cuda()) {
+               // Every element of dq, dk and dv is written by the kernels.
+               Tensor dq = empty(q.shape(), {.dtype = q.dtype(), .device = q.device()});
+               Tensor dk = empty(k.shape(), {.dtype = k.dtype(), .device = k.device()});
+               Tensor dv = empty(v.shape(), {.dtype = v.dtype(), .device = v.device()});
+               cuda::causal_attention_backward(q, k, v, o, lse, g, dq, dk, dv, sc);
+               return std::vector<Tensor>{dq, dk, dv};
+             }
+#endif
              Tensor dq = empty(q.shape(), {.dtype = q.dtype()});
              Tensor dk = zeros(k.shape(), {.dtype = k.dtype()});
              Tensor dv = zeros(v.shape(), {.dtype = v.dtype()});

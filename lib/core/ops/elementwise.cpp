@@ -6,6 +6,7 @@
 #include "../elementwise.h"
 #include "../strided.h"
 #include "../vmath.h"
+#include "elementwise_cuda.h"
 
 namespace tsumugi {
 
@@ -36,6 +37,16 @@ const char* binary_name(BinaryOp op) {
   return "?";
 }
 
+constexpr cuda::BinaryOp cuda_binary_op(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return cuda::BinaryOp::add;
+    case BinaryOp::sub: return cuda::BinaryOp::sub;
+    case BinaryOp::mul: return cuda::BinaryOp::mul;
+    case BinaryOp::div: return cuda::BinaryOp::div;
+  }
+  return cuda::BinaryOp::add;
+}
+
 template <BinaryOp Op, class T>
 inline T apply(T x, T y) {
   if constexpr (Op == BinaryOp::add) return x + y;
@@ -49,12 +60,18 @@ Tensor binary_kernel(const Tensor& a, const Tensor& b) {
   const char* name = binary_name(Op);
   TSU_CHECK(a.dtype() == b.dtype(), ValueError, "[{}] dtypes differ: {} and {}", name, dtype_name(a.dtype()),
             dtype_name(b.dtype()));
-  TSU_CHECK(a.device() == b.device(), ValueError, "[{}] devices differ: {} and {}", name, a.device().str(),
-            b.device().str());
+  TSU_CHECK(a.device() == b.device(), ValueError, "[{}] b is on {} but a is on {}", name, b.device().str(),
+            a.device().str());
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = empty(shape, {.dtype = a.dtype(), .device = a.device()});
   const Tensor ea = a.detach().expand(shape);
   const Tensor eb = b.detach().expand(shape);
+#ifdef TSUMUGI_WITH_CUDA
+  if (a.device().is_cuda()) {
+    cuda::binary(cuda_binary_op(Op), out, ea, eb);
+    return out;
+  }
+#endif
   dispatch_float(a.dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     T* o = out.data<T>();
@@ -133,13 +150,41 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+#ifdef TSUMUGI_WITH_CUDA
+namespace {
+
+// f(x) on the GPU, in a new contiguous tensor (the CPU's map1 also reads x contiguous).
+Tensor unary_cuda(cuda::UnaryOp op, const Tensor& x_in, double p0, double p1) {
+  const Tensor x = x_in.detach().contiguous();
+  Tensor out = empty_like(x);
+  cuda::unary(op, out, x, p0, p1);
+  return out;
+}
+
+// g * f'(x) on the GPU, from x or y = f(x) as the op's formula needs.
+Tensor unary_backward_cuda(cuda::UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, double p0) {
+  const Tensor gc = g.contiguous();
+  Tensor dx = empty_like(gc);
+  cuda::unary_backward(op, dx, gc, x.contiguous(), y.contiguous(), p0);
+  return dx;
+}
+
+}  // namespace
+#endif
+
 Tensor affine(const Tensor& x, double alpha, double beta) {
-  Tensor out = dispatch_float(x.dtype(), "affine", [&](auto tag) {
-    using T = decltype(tag);
-    const T a = static_cast<T>(alpha);
-    const T b = static_cast<T>(beta);
-    return map1("affine", x, [a, b](T v) { return v * a + b; });
-  });
+  Tensor out;
+#ifdef TSUMUGI_WITH_CUDA
+  if (x.device().is_cuda()) out = unary_cuda(cuda::UnaryOp::affine, x, alpha, beta);
+#endif
+  if (!out.defined()) {
+    out = dispatch_float(x.dtype(), "affine", [&](auto tag) {
+      using T = decltype(tag);
+      const T a = static_cast<T>(alpha);
+      const T b = static_cast<T>(beta);
+      return map1("affine", x, [a, b](T v) { return v * a + b; });
+    });
+  }
   if (needs_grad({&x})) record("affine", {x}, out, [alpha](const Tensor& g) { return std::vector<Tensor>{affine(g, alpha, 0.0)}; });
   return out;
 }
@@ -148,13 +193,21 @@ Tensor neg(const Tensor& x) { return affine(x, -1.0, 0.0); }
 
 namespace {
 
-// A unary op whose backward is g * dfdx(x, y).
+// A unary op whose backward is g * dfdx(x, y); `op` and `param` name it to the CUDA kernels.
 template <class F, class D>
-Tensor unary(const char* name, const Tensor& x, F&& f, D&& dfdx) {
-  Tensor out = map1(name, x, f);
+Tensor unary(const char* name, cuda::UnaryOp op, double param, const Tensor& x, F&& f, D&& dfdx) {
+  Tensor out;
+#ifdef TSUMUGI_WITH_CUDA
+  if (x.device().is_cuda()) out = unary_cuda(op, x, param, 0.0);
+#endif
+  if (!out.defined()) out = map1(name, x, f);
   if (needs_grad({&x})) {
-    record(name, {x}, out, [name, xd = x.detach(), yd = out.detach(), dfdx](const Tensor& g) {
-      return std::vector<Tensor>{map3(name, g, xd, yd, [dfdx](auto gv, auto xv, auto yv) { return gv * dfdx(xv, yv); })};
+    record(name, {x}, out, [name, op, param, xd = x.detach(), yd = out.detach(), dfdx](const Tensor& g) {
+#ifdef TSUMUGI_WITH_CUDA
+      if (g.device().is_cuda()) return std::vector<Tensor>{unary_backward_cuda(op, g, xd, yd, param)};
+#endif
+      return std::vector<Tensor>{
+          map3(name, g, xd, yd, [dfdx](auto gv, auto xv, auto yv) { return gv * dfdx(xv, yv); })};
     });
   }
   return out;
@@ -163,30 +216,36 @@ Tensor unary(const char* name, const Tensor& x, F&& f, D&& dfdx) {
 }  // namespace
 
 Tensor exp(const Tensor& x) {
-  return unary("exp", x, [](auto v) { return vmath::exp(v); }, [](auto, auto y) { return y; });
+  return unary("exp", cuda::UnaryOp::exp, 0.0, x, [](auto v) { return vmath::exp(v); },
+               [](auto, auto y) { return y; });
 }
 Tensor log(const Tensor& x) {
-  return unary("log", x, [](auto v) { return std::log(v); }, [](auto v, auto) { return 1 / v; });
+  return unary("log", cuda::UnaryOp::log, 0.0, x, [](auto v) { return std::log(v); },
+               [](auto v, auto) { return 1 / v; });
 }
 Tensor tanh(const Tensor& x) {
-  return unary("tanh", x, [](auto v) { return std::tanh(v); }, [](auto, auto y) { return 1 - y * y; });
+  return unary("tanh", cuda::UnaryOp::tanh, 0.0, x, [](auto v) { return std::tanh(v); },
+               [](auto, auto y) { return 1 - y * y; });
 }
 Tensor sigmoid(const Tensor& x) {
-  return unary("sigmoid", x, [](auto v) { return vmath::sigmoid(v); }, [](auto, auto y) { return y * (1 - y); });
+  return unary("sigmoid", cuda::UnaryOp::sigmoid, 0.0, x, [](auto v) { return vmath::sigmoid(v); },
+               [](auto, auto y) { return y * (1 - y); });
 }
 Tensor sqrt(const Tensor& x) {
-  return unary("sqrt", x, [](auto v) { return std::sqrt(v); }, [](auto, auto y) { return decltype(y)(0.5) / y; });
+  return unary("sqrt", cuda::UnaryOp::sqrt, 0.0, x, [](auto v) { return std::sqrt(v); },
+               [](auto, auto y) { return decltype(y)(0.5) / y; });
 }
 Tensor relu(const Tensor& x) {
-  return unary("relu", x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
+  return unary("relu", cuda::UnaryOp::relu, 0.0, x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
                [](auto v, auto) { return v > 0 ? decltype(v)(1) : decltype(v)(0); });
 }
 Tensor square(const Tensor& x) {
-  return unary("square", x, [](auto v) { return v * v; }, [](auto v, auto) { return 2 * v; });
+  return unary("square", cuda::UnaryOp::square, 0.0, x, [](auto v) { return v * v; },
+               [](auto v, auto) { return 2 * v; });
 }
 Tensor pow(const Tensor& x, double exponent) {
   return unary(
-      "pow", x, [exponent](auto v) { return static_cast<decltype(v)>(std::pow(v, exponent)); },
+      "pow", cuda::UnaryOp::pow, exponent, x, [exponent](auto v) { return static_cast<decltype(v)>(std::pow(v, exponent)); },
       [exponent](auto v, auto) { return static_cast<decltype(v)>(exponent * std::pow(v, exponent - 1)); });
 }
 

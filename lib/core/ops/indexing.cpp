@@ -6,6 +6,9 @@
 
 #include "../autograd_graph.h"
 #include "../elementwise.h"
+#ifdef TSUMUGI_WITH_CUDA
+#include "indexing_cuda.h"
+#endif
 
 namespace tsumugi {
 namespace {
@@ -34,30 +37,49 @@ void embedding_backward(const T* grad, const I* ids, T* dweight, int64_t n, int6
 
 Tensor embedding(const Tensor& weight, const Tensor& ids_in) {
   TSU_CHECK(weight.dim() == 2, ValueError, "[embedding] weight must be (vocab, dim), got {}", shape_str(weight.shape()));
+  TSU_CHECK(ids_in.device() == weight.device(), ValueError, "[embedding] ids are on {} but weight is on {}",
+            ids_in.device().str(), weight.device().str());
   const Tensor w = weight.detach().contiguous();
   const Tensor ids = ids_in.contiguous();
   const int64_t vocab = w.size(0), d = w.size(1), n = ids.numel();
   Shape out_shape = ids.shape();
   out_shape.push_back(d);
-  Tensor out = empty(out_shape, {.dtype = w.dtype()});
-  dispatch_index(ids.dtype(), "embedding", [&](auto index_tag) {
-    using I = decltype(index_tag);
-    const I* id = ids.data<I>();
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t v = static_cast<int64_t>(id[i]);
-      TSU_CHECK(v >= 0 && v < vocab, IndexError, "[embedding] token id {} at position {} is outside the vocabulary of {}",
-                v, i, vocab);
-    }
-    const size_t row_bytes = static_cast<size_t>(d) * dtype_size(w.dtype());
-    const char* src = static_cast<const char*>(w.data_ptr());
-    char* dst = static_cast<char*>(out.data_ptr());
+  Tensor out = empty(out_shape, {.dtype = w.dtype(), .device = w.device()});
+#ifdef TSUMUGI_WITH_CUDA
+  if (w.device().is_cuda()) {
+    const int64_t bad = cuda::first_invalid_index(ids, vocab);
+    TSU_CHECK(bad == n, IndexError, "[embedding] token id {} at position {} is outside the vocabulary of {}",
+              ids.flatten().select(0, bad).item<int64_t>(), bad, vocab);
+    cuda::embedding_forward(w, ids, out);
+  }
+#endif
+  if (w.device().is_cpu()) {
+    dispatch_index(ids.dtype(), "embedding", [&](auto index_tag) {
+      using I = decltype(index_tag);
+      const I* id = ids.data<I>();
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t v = static_cast<int64_t>(id[i]);
+        TSU_CHECK(v >= 0 && v < vocab, IndexError,
+                  "[embedding] token id {} at position {} is outside the vocabulary of {}", v, i, vocab);
+      }
+      const size_t row_bytes = static_cast<size_t>(d) * dtype_size(w.dtype());
+      const char* src = static_cast<const char*>(w.data_ptr());
+      char* dst = static_cast<char*>(out.data_ptr());
 #pragma omp parallel for schedule(static) if (n * d > kParallelGrain)
-    for (int64_t i = 0; i < n; ++i)
-      std::memcpy(dst + static_cast<size_t>(i) * row_bytes, src + static_cast<size_t>(id[i]) * row_bytes, row_bytes);
-  });
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(dst + static_cast<size_t>(i) * row_bytes, src + static_cast<size_t>(id[i]) * row_bytes, row_bytes);
+    });
+  }
   if (needs_grad({&weight})) {
     record("embedding", {weight, ids_in}, out, [ids, vocab, d](const Tensor& g_in) {
       const Tensor g = g_in.contiguous();
+#ifdef TSUMUGI_WITH_CUDA
+      if (g.device().is_cuda()) {
+        Tensor dweight = empty({vocab, d}, {.dtype = g.dtype(), .device = g.device()});
+        cuda::embedding_backward(g, ids, dweight);
+        return std::vector<Tensor>{dweight, Tensor()};
+      }
+#endif
       Tensor dweight = zeros({vocab, d}, {.dtype = g.dtype()});
       dispatch_float(g.dtype(), "embedding", [&](auto tag) {
         using T = decltype(tag);
@@ -79,6 +101,8 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   Shape shape = first.shape();
   shape[dim] = 0;
   for (const Tensor& t : tensors) {
+    TSU_CHECK(t.device() == first.device(), ValueError, "[cat] a tensor is on {} but the first is on {}",
+              t.device().str(), first.device().str());
     TSU_CHECK(t.dim() == first.dim() && t.dtype() == first.dtype(), ValueError,
               "[cat] tensors differ in rank or dtype: {} {} vs {} {}", shape_str(t.shape()), dtype_name(t.dtype()),
               shape_str(first.shape()), dtype_name(first.dtype()));

@@ -1,5 +1,6 @@
 // Fused softmax + cross-entropy: never materialises the probabilities in the forward pass; the
 // backward writes (softmax - one_hot) / count directly from the logits and the saved log-sum-exp.
+// CPU kernels here, CUDA kernels in loss.cu.
 #include <tsumugi/core/autograd.h>
 #include <tsumugi/core/ops.h>
 
@@ -9,6 +10,10 @@
 #include "../autograd_graph.h"
 #include "../elementwise.h"
 #include "../vmath.h"
+
+#ifdef TSUMUGI_WITH_CUDA
+#include "loss_cuda.h"
+#endif
 
 namespace tsumugi {
 namespace {
@@ -52,6 +57,30 @@ void cross_entropy_backward(const T* logits, const I* targets, const T* lse, int
   }
 }
 
+#ifdef TSUMUGI_WITH_CUDA
+// The CUDA op: the loss, its count and each row's log-sum-exp stay on the device, so nothing
+// waits for the GPU. The loss is f32 for bf16/f16 logits (f64 for f64).
+Tensor cross_entropy_cuda(const Tensor& logits_in, const Tensor& targets_in, const Tensor& logits,
+                          const Tensor& targets, int64_t ignore_index, double z_loss) {
+  const TensorOptions stat{.dtype = logits.dtype() == DType::f64 ? DType::f64 : DType::f32,
+                           .device = logits.device()};
+  Tensor lse = empty({logits.size(0)}, stat);
+  Tensor loss = empty({}, stat);
+  Tensor count = empty({}, {.dtype = DType::f64, .device = logits.device()});
+  cuda::cross_entropy_forward(logits, targets, ignore_index, z_loss, lse, loss, count);
+  if (needs_grad({&logits_in})) {
+    record("cross_entropy", {logits_in, targets_in}, loss,
+           [logits, targets, lse, count, ignore_index, z_loss](const Tensor& g) {
+             Tensor grad = empty_like(logits);
+             cuda::cross_entropy_backward(logits, targets, lse, g.to(lse.dtype()).contiguous(), count, ignore_index,
+                                          z_loss, grad);
+             return std::vector<Tensor>{grad, Tensor()};
+           });
+  }
+  return loss;
+}
+#endif
+
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t ignore_index, double z_loss) {
@@ -60,8 +89,15 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t 
   TSU_CHECK(targets_in.dim() == 1 && targets_in.size(0) == logits_in.size(0), ValueError,
             "[cross_entropy] targets {} do not match logits {}", shape_str(targets_in.shape()),
             shape_str(logits_in.shape()));
+  TSU_CHECK(targets_in.device() == logits_in.device(), ValueError,
+            "[cross_entropy] targets are on {} but logits are on {}", targets_in.device().str(),
+            logits_in.device().str());
   const Tensor logits = logits_in.detach().contiguous();
-  const Tensor targets = targets_in.contiguous();
+  const Tensor targets = targets_in.detach().contiguous();
+#ifdef TSUMUGI_WITH_CUDA
+  if (logits.device().is_cuda())
+    return cross_entropy_cuda(logits_in, targets_in, logits, targets, ignore_index, z_loss);
+#endif
   const int64_t rows = logits.size(0), vocab = logits.size(1);
   Tensor lse = empty({rows}, {.dtype = logits.dtype()});
   std::vector<double> row_loss(static_cast<size_t>(rows));

@@ -1,4 +1,5 @@
-// Softmax, log-softmax, LayerNorm and RMSNorm: row-wise kernels over the last dimension.
+// Softmax, log-softmax, LayerNorm and RMSNorm (alone or fused with the residual add): row-wise
+// kernels over the last dimension, on the CPU here and on CUDA in norms.cu.
 //
 // Parameter gradients (sums over rows) are computed per column block, each block looping over
 // the rows in order, so they do not depend on the thread count.
@@ -11,6 +12,10 @@
 #include "../autograd_graph.h"
 #include "../elementwise.h"
 #include "../vmath.h"
+
+#ifdef TSUMUGI_WITH_CUDA
+#include "norms_cuda.h"
+#endif
 
 namespace tsumugi {
 namespace {
@@ -67,13 +72,29 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, const char* name) {
   const Tensor xr = rows_last(x.detach(), dim, undo);
   Tensor yr = empty_like(xr);
   const int64_t n = xr.dim() == 0 ? 1 : xr.size(-1);
-  dispatch_float(x.dtype(), name, [&](auto tag) {
-    using T = decltype(tag);
-    softmax_rows<T, Log>(xr.data<T>(), yr.data<T>(), xr.numel() / std::max<int64_t>(n, 1), n);
-  });
+  const bool on_cuda = x.device().is_cuda();
+#ifdef TSUMUGI_WITH_CUDA
+  if (on_cuda) cuda::softmax_forward(xr, yr, Log);
+#endif
+  if (!on_cuda) {
+    dispatch_float(x.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      softmax_rows<T, Log>(xr.data<T>(), yr.data<T>(), xr.numel() / std::max<int64_t>(n, 1), n);
+    });
+  }
   Tensor out = restore(yr, undo);
   if (needs_grad({&x})) {
     record(name, {x}, out, [yd = out.detach(), dim](const Tensor& g) {
+#ifdef TSUMUGI_WITH_CUDA
+      if (yd.device().is_cuda()) {  // one fused kernel, rows along `dim`
+        std::vector<int64_t> undo_rows;
+        const Tensor yr = rows_last(yd, dim, undo_rows);
+        const Tensor gr = rows_last(g.to(yd.dtype()), dim, undo_rows);
+        Tensor dx = empty_like(yr);
+        cuda::softmax_backward(gr, yr, dx, Log);
+        return std::vector<Tensor>{restore(dx, undo_rows)};
+      }
+#endif
       if constexpr (Log) return std::vector<Tensor>{g - exp(yd) * sum(g, {dim}, true)};
       else return std::vector<Tensor>{yd * (g - sum(g * yd, {dim}, true))};
     });
@@ -90,16 +111,28 @@ void check_norm_args(const Tensor& x, const Tensor& weight, const Tensor& bias, 
             "[{}] bias {} does not match input {}", op, shape_str(bias.shape()), shape_str(x.shape()));
   TSU_CHECK(weight.dtype() == x.dtype() && (!bias.defined() || bias.dtype() == x.dtype()), ValueError,
             "[{}] dtypes differ", op);
+  TSU_CHECK(weight.device() == x.device(), ValueError, "[{}] weight is on {} but input is on {}", op,
+            weight.device().str(), x.device().str());
+  TSU_CHECK(!bias.defined() || bias.device() == x.device(), ValueError, "[{}] bias is on {} but input is on {}", op,
+            bias.defined() ? bias.device().str() : "", x.device().str());
 }
 
 // Normalised rows: layer norm when Centered (mean and variance), RMS norm otherwise.
+// With a residual (res != nullptr), the row normalised is s = x + res, written to s_out first.
 // Writes y, and the per-row mean (LayerNorm only) and reciprocal standard deviation.
 template <class T, bool Centered>
-void norm_forward(const T* x, const T* w, const T* b, T* y, T* mean_out, T* rstd_out, int64_t rows, int64_t d,
-                  double eps) {
+void norm_forward(const T* x, const T* res, const T* w, const T* b, T* s_out, T* y, T* mean_out, T* rstd_out,
+                  int64_t rows, int64_t d, double eps) {
 #pragma omp parallel for schedule(static) if (rows * d > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * d;
+    if (res != nullptr) {
+      T* sr = s_out + r * d;
+      const T* rr = res + r * d;
+#pragma omp simd
+      for (int64_t i = 0; i < d; ++i) sr[i] = xr[i] + rr[i];
+      xr = sr;
+    }
     T* yr = y + r * d;
     T mu = 0;
     if constexpr (Centered) {
@@ -122,10 +155,11 @@ void norm_forward(const T* x, const T* w, const T* b, T* y, T* mean_out, T* rstd
   }
 }
 
-// dx for each row; dweight (and dbias) by column blocks.
+// dx for each row (plus ds, the gradient that reached the residual sum directly, when given);
+// dweight (and dbias) by column blocks.
 template <class T, bool Centered>
-void norm_backward(const T* g, const T* x, const T* w, const T* mean, const T* rstd, T* dx, T* dw, T* db, int64_t rows,
-                   int64_t d) {
+void norm_backward(const T* g, const T* ds, const T* x, const T* w, const T* mean, const T* rstd, T* dx, T* dw, T* db,
+                   int64_t rows, int64_t d) {
 #pragma omp parallel for schedule(static) if (rows * d > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* gr = g + r * d;
@@ -145,6 +179,10 @@ void norm_backward(const T* g, const T* x, const T* w, const T* mean, const T* r
     for (int64_t i = 0; i < d; ++i) {
       const T xhat = (xr[i] - mu) * s;
       dxr[i] = s * (gr[i] * w[i] - mean_dxhat - xhat * mean_dxhat_xhat);
+    }
+    if (ds != nullptr) {
+      const T* dsr = ds + r * d;
+      for (int64_t i = 0; i < d; ++i) dxr[i] += dsr[i];
     }
   }
   const int64_t blocks = (d + kColumnBlock - 1) / kColumnBlock;
@@ -172,35 +210,80 @@ void norm_backward(const T* g, const T* x, const T* w, const T* mean, const T* r
   }
 }
 
+// The op: norm(x), or with a residual, (s = x + residual, norm(s)). Returns (s, y); s is
+// undefined without a residual.
 template <bool Centered>
-Tensor norm_op(const char* name, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+std::pair<Tensor, Tensor> norm_op(const char* name, const Tensor& x, const Tensor& residual, const Tensor& weight,
+                                  const Tensor& bias, double eps) {
   check_norm_args(x, weight, bias, name);
+  const bool fused_add = residual.defined();
+  if (fused_add) {
+    TSU_CHECK(residual.shape() == x.shape(), ValueError, "[{}] residual {} does not match input {}", name,
+              shape_str(residual.shape()), shape_str(x.shape()));
+    TSU_CHECK(residual.dtype() == x.dtype(), ValueError, "[{}] dtypes differ: input {} and residual {}", name,
+              dtype_name(x.dtype()), dtype_name(residual.dtype()));
+    TSU_CHECK(residual.device() == x.device(), ValueError, "[{}] residual is on {} but input is on {}", name,
+              residual.device().str(), x.device().str());
+  }
   const Tensor xc = x.detach().contiguous();
+  const Tensor rc = fused_add ? residual.detach().contiguous() : Tensor();
   const Tensor wc = weight.detach().contiguous();
   const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   const int64_t d = x.size(-1), rows = x.numel() / std::max<int64_t>(d, 1);
-  Tensor y = empty_like(xc);
-  Tensor mean = Centered ? empty({rows}, {.dtype = x.dtype()}) : Tensor();
-  Tensor rstd = empty({rows}, {.dtype = x.dtype()});
-  dispatch_float(x.dtype(), name, [&](auto tag) {
-    using T = decltype(tag);
-    norm_forward<T, Centered>(xc.data<T>(), wc.data<T>(), Centered ? bc.data<T>() : nullptr, y.data<T>(),
-                              Centered ? mean.data<T>() : nullptr, rstd.data<T>(), rows, d, eps);
-  });
-  if (needs_grad({&x, &weight, &bias})) {
-    record(name, {x, weight, bias}, y, [name, xc, wc, mean, rstd, rows, d](const Tensor& g_in) {
-      const Tensor g = g_in.contiguous();
-      Tensor dx = empty_like(xc), dw = empty_like(wc), db = Centered ? empty_like(wc) : Tensor();
-      dispatch_float(g.dtype(), name, [&](auto tag) {
-        using T = decltype(tag);
-        norm_backward<T, Centered>(g.data<T>(), xc.data<T>(), wc.data<T>(), Centered ? mean.data<T>() : nullptr,
-                                   rstd.data<T>(), dx.data<T>(), dw.data<T>(), Centered ? db.data<T>() : nullptr, rows,
-                                   d);
-      });
+  const TensorOptions options{.dtype = x.dtype(), .device = x.device()};
+  // Row statistics: f32 or f64 as the input on the CPU; f32 for the half types on CUDA.
+  const TensorOptions stat_options{.dtype = x.dtype() == DType::f64 ? DType::f64 : DType::f32, .device = x.device()};
+  Tensor s = fused_add ? empty(xc.shape(), options) : Tensor();
+  Tensor y = empty(xc.shape(), options);
+  Tensor mean = Centered ? empty({rows}, stat_options) : Tensor();
+  Tensor rstd = empty({rows}, stat_options);
+  const bool on_cuda = x.device().is_cuda();
+#ifdef TSUMUGI_WITH_CUDA
+  if (on_cuda) cuda::norm_forward(xc, rc, wc, bc, s, y, mean, rstd, Centered, eps);
+#endif
+  if (!on_cuda) {
+    dispatch_float(x.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      norm_forward<T, Centered>(xc.data<T>(), fused_add ? rc.data<T>() : nullptr, wc.data<T>(),
+                                Centered ? bc.data<T>() : nullptr, fused_add ? s.data<T>() : nullptr, y.data<T>(),
+                                Centered ? mean.data<T>() : nullptr, rstd.data<T>(), rows, d, eps);
+    });
+  }
+  const std::vector<Tensor> inputs =
+      fused_add ? std::vector<Tensor>{x, residual, weight, bias} : std::vector<Tensor>{x, weight, bias};
+  if (needs_grad(inputs)) {
+    // The normalised input, detached: saving s itself would make a cycle through its own node.
+    const Tensor xn = fused_add ? s.detach() : xc;
+    std::vector<Tensor*> outputs = fused_add ? std::vector<Tensor*>{&s, &y} : std::vector<Tensor*>{&y};
+    record(name, inputs, outputs, [name, xn, wc, mean, rstd, fused_add, rows, d](const std::vector<Tensor>& grads) {
+      const Tensor& gy = grads.back();
+      const Tensor gs = fused_add && grads[0].defined() ? grads[0].to(xn.dtype()).contiguous() : Tensor();
+      Tensor dx, dw, db;
+      if (gy.defined()) {
+        const Tensor g = gy.to(xn.dtype()).contiguous();
+        dx = empty_like(xn);
+        dw = empty_like(wc);
+        db = Centered ? empty_like(wc) : Tensor();
+        const bool on_cuda = xn.device().is_cuda();
+#ifdef TSUMUGI_WITH_CUDA
+        if (on_cuda) cuda::norm_backward(g, gs, xn, wc, mean, rstd, dx, dw, db, Centered);
+#endif
+        if (!on_cuda) {
+          dispatch_float(g.dtype(), name, [&](auto tag) {
+            using T = decltype(tag);
+            norm_backward<T, Centered>(g.data<T>(), gs.defined() ? gs.data<T>() : nullptr, xn.data<T>(), wc.data<T>(),
+                                       Centered ? mean.data<T>() : nullptr, rstd.data<T>(), dx.data<T>(),
+                                       dw.data<T>(), Centered ? db.data<T>() : nullptr, rows, d);
+          });
+        }
+      } else {
+        dx = gs;  // only s received a gradient: the norm contributes nothing
+      }
+      if (fused_add) return std::vector<Tensor>{dx, dx, dw, db};
       return std::vector<Tensor>{dx, dw, db};
     });
   }
-  return y;
+  return {s, y};
 }
 
 }  // namespace
@@ -210,11 +293,23 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl<true>(x, 
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   TSU_CHECK(bias.defined(), ValueError, "[layer_norm] bias is required");
-  return norm_op<true>("layer_norm", x, weight, bias, eps);
+  return norm_op<true>("layer_norm", x, Tensor(), weight, bias, eps).second;
 }
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
-  return norm_op<false>("rms_norm", x, weight, Tensor(), eps);
+  return norm_op<false>("rms_norm", x, Tensor(), weight, Tensor(), eps).second;
+}
+
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                                         const Tensor& bias, double eps) {
+  TSU_CHECK(bias.defined(), ValueError, "[add_layer_norm] bias is required");
+  TSU_CHECK(residual.defined(), ValueError, "[add_layer_norm] residual is required");
+  return norm_op<true>("add_layer_norm", x, residual, weight, bias, eps);
+}
+
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, double eps) {
+  TSU_CHECK(residual.defined(), ValueError, "[add_rms_norm] residual is required");
+  return norm_op<false>("add_rms_norm", x, residual, weight, Tensor(), eps);
 }
 
 }  // namespace tsumugi

@@ -2,7 +2,7 @@
 //
 // Every reduction views its input as (outer, reduced, inner) and sums each output element in
 // index order on one thread, so results do not depend on the thread count. f32 sums accumulate
-// in double.
+// in double. On CUDA (reduce.cu) sums accumulate in float, in a fixed tree order.
 #include <tsumugi/core/autograd.h>
 #include <tsumugi/core/ops.h>
 
@@ -11,6 +11,7 @@
 
 #include "../autograd_graph.h"
 #include "../elementwise.h"
+#include "reduce_cuda.h"
 
 namespace tsumugi {
 namespace {
@@ -97,6 +98,12 @@ void sum_kernel(const T* x, T* out, int64_t outer, int64_t reduced, int64_t inne
 Tensor sum_impl(const Tensor& input, const std::vector<int64_t>& dims, bool keepdim) {
   const ReducePlan plan = plan_reduction(input, dims);
   Tensor out = empty(keepdim ? plan.out_shape : plan.squeezed_shape, {.dtype = input.dtype(), .device = input.device()});
+#ifdef TSUMUGI_WITH_CUDA
+  if (input.device().is_cuda()) {
+    cuda::sum_reduce(out, plan.x, plan.outer, plan.reduced, plan.inner);
+    return out;
+  }
+#endif
   dispatch_float(input.dtype(), "sum", [&](auto tag) {
     using T = decltype(tag);
     sum_kernel<T>(plan.x.data<T>(), out.data<T>(), plan.outer, plan.reduced, plan.inner);
@@ -153,8 +160,14 @@ std::pair<Tensor, Tensor> max_impl(const Tensor& input, int64_t dim, bool keepdi
   TSU_CHECK(input.numel() > 0, ValueError, "[{}] empty tensor", op);
   const ReducePlan plan = plan_reduction(input, {dim});
   const Shape shape = keepdim ? plan.out_shape : plan.squeezed_shape;
-  Tensor values = empty(shape, {.dtype = input.dtype()});
-  Tensor indices = empty(shape, {.dtype = DType::i64});
+  Tensor values = empty(shape, {.dtype = input.dtype(), .device = input.device()});
+  Tensor indices = empty(shape, {.dtype = DType::i64, .device = input.device()});
+#ifdef TSUMUGI_WITH_CUDA
+  if (input.device().is_cuda()) {
+    cuda::max_reduce(values, indices, plan.x, plan.outer, plan.reduced, plan.inner);
+    return {values, indices};
+  }
+#endif
   dispatch_float(input.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* x = plan.x.data<T>();
@@ -187,13 +200,19 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   auto [values, indices] = max_impl(x, dim, keepdim, "max");
   if (needs_grad({&x})) {
     record("max", {x}, values, [in_shape = x.shape(), dim, indices, keepdim](const Tensor& g) {
-      Tensor grad = zeros(in_shape, {.dtype = g.dtype()});
+      Tensor grad = zeros(in_shape, {.dtype = g.dtype(), .device = g.device()});
       const Tensor gk = keepdim ? g.contiguous() : g.unsqueeze(dim).contiguous();
       const Tensor ik = keepdim ? indices : indices.unsqueeze(dim).contiguous();
       int64_t outer = 1, inner = 1;
       for (int64_t d = 0; d < dim; ++d) outer *= in_shape[d];
       for (size_t d = static_cast<size_t>(dim) + 1; d < in_shape.size(); ++d) inner *= in_shape[d];
       const int64_t reduced = in_shape[dim];
+#ifdef TSUMUGI_WITH_CUDA
+      if (g.device().is_cuda()) {
+        cuda::max_reduce_backward(grad, gk, ik, outer, reduced, inner);
+        return std::vector<Tensor>{grad};
+      }
+#endif
       dispatch_float(g.dtype(), "max", [&](auto tag) {
         using T = decltype(tag);
         T* out = grad.data<T>();
