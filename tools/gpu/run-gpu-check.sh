@@ -277,6 +277,8 @@ stage_tsumugi() {
   local tsumugi=$work/bin/tsumugi
   run_stage "tsumugi gemm" "${TSU_T_GEMM:-60}" bench.log env LD_LIBRARY_PATH="$ld_path" \
     "$tsumugi" bench gemm --device cuda --dtype bf16
+  run_stage "tsumugi kernels" "${TSU_T_KERNELS:-40}" bench.log env LD_LIBRARY_PATH="$ld_path" \
+    "$tsumugi" bench kernels --device cuda
   run_stage "tsumugi gpt2-124m" "${TSU_T_GPT2:-75}" bench.log env LD_LIBRARY_PATH="$ld_path" \
     "$tsumugi" bench train --preset gpt2-124m --device cuda --dtype bf16 --steps "$steps"
   run_stage "tsumugi llama-1b" "${TSU_T_LLAMA:-100}" bench.log env LD_LIBRARY_PATH="$ld_path" \

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   tsumugi::cli::add_bench_train_command(*bench);
   tsumugi::cli::add_bench_comm_command(*bench);
   tsumugi::cli::add_bench_gemm_command(*bench);
+  tsumugi::cli::add_bench_kernels_command(*bench);
   tsumugi::cli::add_data_commands(app, *bench);
   tsumugi::cli::add_train_commands(app);
   try {
