@@ -12,6 +12,16 @@ target_compile_options(tsumugi_flags INTERFACE
 # loop that mixes a float clamp with integer bit tricks (our exp); without -fno-math-errno every
 # sqrt carries a branch to set errno, which blocks vectorisation of the optimizer loops.
 target_compile_options(tsumugi_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-fno-trapping-math -fno-math-errno>)
+if(TSUMUGI_FUZZ)
+  # libFuzzer comes with clang (Debian: clang-14 and libclang-rt-14-dev); configure with
+  # CC=clang-14 CXX=clang++-14. The libraries get coverage instrumentation without libFuzzer's
+  # main (fuzzer-no-link); only the fuzzers link -fsanitize=fuzzer (tests/fuzz/CMakeLists.txt).
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "TSUMUGI_FUZZ needs clang: configure with CC=clang-14 CXX=clang++-14")
+  endif()
+  set(TSUMUGI_SANITIZE ON CACHE BOOL "Build with AddressSanitizer and UndefinedBehaviorSanitizer" FORCE)
+  target_compile_options(tsumugi_flags INTERFACE -fsanitize=fuzzer-no-link)
+endif()
 if(TSUMUGI_SANITIZE)
   target_compile_options(tsumugi_flags INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
                          -fno-sanitize-recover=undefined)
