@@ -101,6 +101,11 @@ const std::vector<Field>& fields() {
     f.push_back(make_field("train.max_minutes", &C::train, &TrainSettings::max_minutes, "stop with a checkpoint after this many minutes (0: no limit)"));
     f.push_back(make_field("train.on_nonfinite", &C::train, &TrainSettings::on_nonfinite, "non-finite loss or gradient: skip | stop",
                            {"skip", "stop"}));
+    f.push_back(make_field("train.spike_zscore", &C::train, &TrainSettings::spike_zscore,
+                           "loss spike: above mean + z * std of the last spike_window losses (0: off)"));
+    f.push_back(make_field("train.spike_window", &C::train, &TrainSettings::spike_window, "steps in the loss-spike window"));
+    f.push_back(make_field("train.on_spike", &C::train, &TrainSettings::on_spike, "loss spike: skip | stop | log",
+                           {"skip", "stop", "log"}));
     f.push_back(make_field("parallel.dp", &C::parallel, &ParallelConfig::dp, "data-parallel degree (0: world / pp)"));
     f.push_back(make_field("parallel.pp", &C::parallel, &ParallelConfig::pp, "pipeline stages"));
     f.push_back(make_field("parallel.schedule", &C::parallel, &ParallelConfig::schedule, "pipeline schedule: gpipe | 1f1b", {"gpipe", "1f1b"}));
@@ -339,6 +344,8 @@ void validate_config(const TrainConfig& c) {
   require(c.train.eps > 0 && c.train.weight_decay >= 0 && c.train.grad_clip >= 0 && c.train.z_loss >= 0,
           "train.eps/weight_decay/grad_clip/z_loss", "must not be negative (eps positive)");
   require(c.train.max_minutes >= 0, "train.max_minutes", "must not be negative");
+  require(c.train.spike_zscore >= 0, "train.spike_zscore", "must not be negative (0 turns detection off)");
+  require(c.train.spike_window >= 2, "train.spike_window", "must be at least 2");
   require(c.parallel.dp >= 0 && c.parallel.pp >= 1, "parallel.dp/pp", "must be dp >= 0 and pp >= 1");
   require(c.parallel.zero == 0 || c.parallel.zero == 1, "parallel.zero", "must be 0 or 1");
   require(c.parallel.threads >= 0 && c.parallel.blas_threads >= 0, "parallel.threads", "must not be negative");

@@ -26,18 +26,19 @@ std::optional<InjectedFault> injected_fault() {
   } catch (const std::exception&) {
     TSU_FAIL(ConfigError, "[fault] TSUMUGI_INJECT_FAULT='{}' is not KIND@STEP or KIND@STEP:RANK", text);
   }
-  TSU_CHECK(fault.kind == "throw" || fault.kind == "kill" || fault.kind == "stall" || fault.kind == "nan", ConfigError,
-            "[fault] unknown fault kind '{}' (throw, kill, stall or nan)", fault.kind);
+  TSU_CHECK(fault.kind == "throw" || fault.kind == "kill" || fault.kind == "stall" || fault.kind == "nan" ||
+                fault.kind == "spike",
+            ConfigError, "[fault] unknown fault kind '{}' (throw, kill, stall, nan or spike)", fault.kind);
   return fault;
 }
 
-bool trigger_fault(const std::optional<InjectedFault>& fault, int64_t step, int rank) {
-  if (!fault || fault->step != step || (fault->rank >= 0 && fault->rank != rank)) return false;
+std::string trigger_fault(const std::optional<InjectedFault>& fault, int64_t step, int rank) {
+  if (!fault || fault->step != step || (fault->rank >= 0 && fault->rank != rank)) return "";
   if (fault->kind == "throw") TSU_FAIL(Error, "[fault] injected error at step {}", step);
   if (fault->kind == "kill") ::kill(::getpid(), SIGKILL);
   if (fault->kind == "stall")
     for (;;) ::pause();
-  return fault->kind == "nan";
+  return fault->kind == "nan" || fault->kind == "spike" ? fault->kind : "";
 }
 
 }  // namespace tsumugi

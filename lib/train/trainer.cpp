@@ -25,6 +25,7 @@
 #include "faults.h"
 #include "gradient_step.h"
 #include "metrics.h"
+#include "spike.h"
 #include "trainer_optimizer.h"
 
 namespace tsumugi {
@@ -80,6 +81,7 @@ struct Run {
   std::shared_ptr<CausalLM> model;
   std::unique_ptr<TrainerOptimizer> optimizer;
   int64_t start_step = 0;
+  std::vector<double> loss_window;  // the spike detector's, from the checkpoint
 };
 
 Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<ProcessGroup>& group) {
@@ -149,6 +151,7 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
       placed = true;
       run.optimizer->load_state_dict(checkpoint.optimizer);
       run.model->dropout_generator().set_offset(state.at("dropout_offset").get<uint64_t>());
+      if (state.contains("loss_window")) run.loss_window = state.at("loss_window").get<std::vector<double>>();
       run.start_step = checkpoint.step;
       if (leader) std::printf("resuming from %s (step %lld)\n", it->c_str(), static_cast<long long>(run.start_step));
       break;
@@ -158,13 +161,14 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
   return run;
 }
 
-std::string trainer_state(const Run& run, int64_t step, double loss, int world) {
+std::string trainer_state(const Run& run, int64_t step, double loss, int world, const std::vector<double>& loss_window) {
   const TrainConfig& c = run.config;
   nlohmann::json state = {
       {"step", step},
       {"samples_consumed", static_cast<uint64_t>(step) * static_cast<uint64_t>(c.train.global_batch)},
       {"data_seed", c.data.seed},
       {"dropout_offset", run.model->dropout_generator().offset()},
+      {"loss_window", loss_window},
       {"loss", loss},
       {"tokenizer_sha256", run.tokenizer.sha256()},
       {"layout", {{"world", world}, {"dp", world}, {"pp", 1}, {"micro_batch", c.train.micro_batch}}},
@@ -253,6 +257,8 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                 run_dir.c_str());
 
   const std::optional<InjectedFault> fault = injected_fault();
+  LossSpikeDetector spikes(c.train.spike_window, c.train.spike_zscore);
+  spikes.restore(run.loss_window);
   TrainOutcome outcome;
   outcome.step = run.start_step;
   StopSignals signals;
@@ -265,7 +271,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     const StateDict optimizer_state = optimizer.state_dict();  // collective under ZeRO
     if (leader)
       outcome.checkpoint = checkpoints.save(step, optimizer.model_weights(model), optimizer_state,
-                                            trainer_state(run, step, outcome.loss, world));
+                                            trainer_state(run, step, outcome.loss, world, spikes.values()));
     group->barrier();
     last_saved = step;
   };
@@ -300,7 +306,9 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     const double lr = schedule.at(step);
     optimizer.set_lr(lr);
     double loss = gradient_step.run(loader.next(), optimizer.loss_scale());
-    if (trigger_fault(fault, step + 1, rank)) loss = std::nan("");
+    const std::string injected = trigger_fault(fault, step + 1, rank);
+    if (injected == "nan") loss = std::nan("");
+    if (injected == "spike") loss *= 10.0;
     if (!optimizer.gradients_fit()) {  // fp16 overflow: the scale backs off and this step is skipped
       log_metrics({{"step", step + 1}, {"event", "loss_scale_backoff"}, {"loss_scale", optimizer.loss_scale()}});
       ++step;
@@ -326,8 +334,29 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
       if (leader)
         std::printf("%sstep %lld: non-finite loss or gradient norm, update skipped\n", terminal ? "\n" : "",
                     static_cast<long long>(step + 1));
+    } else if (spikes.is_spike(loss)) {
+      const double threshold = spikes.threshold();
+      log_metrics({{"step", step + 1}, {"event", "loss_spike"}, {"loss", loss}, {"window_mean", spikes.mean()},
+                   {"window_std", spikes.std()}, {"threshold", threshold}, {"policy", c.train.on_spike}});
+      if (c.train.on_spike == "stop") {
+        optimizer.skip();
+        save(step);  // the weights before this step
+        TSU_FAIL(Error, "[train] loss spike at step {}: {:.4f} above the threshold {:.4f} (window mean {:.4f}); stopped "
+                 "after saving {}", step + 1, loss, threshold, spikes.mean(), outcome.checkpoint);
+      }
+      if (leader)
+        std::printf("%sstep %lld: loss spike %.4f above %.4f (window mean %.4f), %s\n", terminal ? "\n" : "",
+                    static_cast<long long>(step + 1), loss, threshold, spikes.mean(),
+                    c.train.on_spike == "skip" ? "update skipped" : "logged");
+      if (c.train.on_spike == "skip") {
+        optimizer.skip();
+      } else {
+        optimizer.step(norm);
+        spikes.add(loss);
+      }
     } else {
       optimizer.step(norm);
+      spikes.add(loss);
     }
     ++step;
     const double step_seconds = seconds_since(step_start);

@@ -44,6 +44,9 @@ struct TrainSettings {
   uint64_t seed = 0;             ///< weight initialisation seed
   double max_minutes = 0;        ///< stop (with a checkpoint) after this wall time (0: no limit)
   std::string on_nonfinite = "stop";  ///< non-finite loss or gradient: skip the step | stop (after saving)
+  double spike_zscore = 0.0;     ///< a loss above mean + z * std of the recent window is a spike (0: off)
+  int64_t spike_window = 100;    ///< accepted steps in that window
+  std::string on_spike = "skip"; ///< a spike: skip the update | stop (after saving) | log only
 };
 
 struct ParallelConfig {

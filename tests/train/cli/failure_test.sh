@@ -81,3 +81,19 @@ TSUMUGI_INJECT_FAULT=nan@7 expect_error "NaN with on_nonfinite = stop" "non-fini
   run nan-stop --set train.steps=10 --set train.on_nonfinite=stop --set checkpoint.every=0
 [ "$(readlink "$work/nan-stop/checkpoints/latest")" = "step-00000006" ] || { echo "FAIL: no checkpoint of step 6"; exit 1; }
 echo "ok   NaN with on_nonfinite = stop: the weights before step 7 saved as step 6"
+
+# A loss spike (the loss of step 25 reported 10x, as after a bad batch) against a window of 10
+# steps: "skip" drops that update and logs the event with the window's statistics; "stop" saves
+# the weights from before the step and ends with an error; a run without spikes flags none.
+spikes=(--set train.steps=30 --set train.spike_zscore=6 --set train.spike_window=10 --set checkpoint.every=0)
+run no-spike "${spikes[@]}" > "$work/out.log" 2>&1
+grep -q '"event":"loss_spike"' "$work/no-spike/metrics.jsonl" && { echo "FAIL: a spike flagged in a normal run"; exit 1; }
+TSUMUGI_INJECT_FAULT=spike@25 run spike-skip "${spikes[@]}" --set train.on_spike=skip > "$work/out.log" 2>&1
+grep -q "step 25: loss spike .* update skipped" "$work/out.log" || { echo "FAIL: spike not reported"; cat "$work/out.log"; exit 1; }
+grep '"event":"loss_spike"' "$work/spike-skip/metrics.jsonl" | grep -q '"window_mean"' || { echo "FAIL: spike not logged"; exit 1; }
+[ "$(readlink "$work/spike-skip/checkpoints/latest")" = "step-00000030" ] || { echo "FAIL: the skip run did not finish"; exit 1; }
+echo "ok   loss spike at step 25 with on_spike = skip: update skipped, logged with the window's mean and threshold"
+TSUMUGI_INJECT_FAULT=spike@25 expect_error "loss spike with on_spike = stop" "loss spike at step 25" \
+  run spike-stop "${spikes[@]}" --set train.on_spike=stop
+[ "$(readlink "$work/spike-stop/checkpoints/latest")" = "step-00000024" ] || { echo "FAIL: no checkpoint of step 24"; exit 1; }
+echo "ok   loss spike with on_spike = stop: the weights before step 25 saved as step 24"
