@@ -16,7 +16,8 @@ using Clock = std::chrono::steady_clock;
 
 // Flattens gradients (missing ones as zeros) into one f32 vector in parameter order.
 Tensor flatten_grads(const std::vector<Tensor>& params, int64_t total) {
-  Tensor flat = empty({total});
+  // fp32 on the parameters' device: bf16 gradients are summed over micro-batches without rounding.
+  Tensor flat = empty({total}, {.dtype = DType::f32, .device = params.empty() ? Device::cpu() : params[0].device()});
   int64_t offset = 0;
   for (const Tensor& p : params) {
     Tensor slot = flat.narrow(0, offset, p.numel());
