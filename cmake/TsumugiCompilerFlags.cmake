@@ -13,11 +13,12 @@ target_compile_options(tsumugi_flags INTERFACE
 # sqrt carries a branch to set errno, which blocks vectorisation of the optimizer loops.
 target_compile_options(tsumugi_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-fno-trapping-math -fno-math-errno>)
 if(TSUMUGI_FUZZ)
-  # libFuzzer comes with clang (Debian: clang-14 and libclang-rt-14-dev); configure with
-  # CC=clang-14 CXX=clang++-14. The libraries get coverage instrumentation without libFuzzer's
-  # main (fuzzer-no-link); only the fuzzers link -fsanitize=fuzzer (tests/fuzz/CMakeLists.txt).
+  # libFuzzer comes with clang (Debian 12: clang-16, libclang-rt-16-dev, libomp-16-dev; clang-14
+  # cannot compile the tree). Configure with CC=clang-16 CXX=clang++-16, or run tools/fuzz.sh.
+  # The libraries get coverage instrumentation without libFuzzer's main (fuzzer-no-link); only
+  # the fuzzers link -fsanitize=fuzzer (tests/fuzz/CMakeLists.txt).
   if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
-    message(FATAL_ERROR "TSUMUGI_FUZZ needs clang: configure with CC=clang-14 CXX=clang++-14")
+    message(FATAL_ERROR "TSUMUGI_FUZZ needs clang: configure with CC=clang-16 CXX=clang++-16")
   endif()
   set(TSUMUGI_SANITIZE ON CACHE BOOL "Build with AddressSanitizer and UndefinedBehaviorSanitizer" FORCE)
   target_compile_options(tsumugi_flags INTERFACE -fsanitize=fuzzer-no-link)

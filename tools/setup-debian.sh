@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages tsumugi builds and runs with. Safe to re-run: it installs only
 # what is missing. The CUDA toolkit is not a Debian package; when /usr/local/cuda exists the
-# build uses it (TSUMUGI_CUDA=AUTO).
+# build uses it (TSUMUGI_CUDA=AUTO). clang-16 with its runtimes (libFuzzer, sanitizers), OpenMP
+# and symbolizer builds the fuzzers and the sanitizer tests (tools/fuzz.sh).
 set -euo pipefail
 
 packages=(
@@ -11,6 +12,7 @@ packages=(
   libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
   libzstd-dev zlib1g-dev python3 python3-numpy
   groff-base mecab-ipadic
+  clang-16 libclang-rt-16-dev libomp-16-dev llvm-16
 )
 
 missing=()

@@ -123,6 +123,8 @@ DedupStats remove_duplicate_paragraphs(const std::vector<std::string>& input_pat
       }
       TSU_CHECK(record.is_object() && record.contains("text") && record["text"].is_string(), IOError,
                 "[corpus] {}:{}: no string field \"text\"", path, lines.line_number());
+      TSU_CHECK(!record.contains("source") || record["source"].is_string(), IOError,
+                "[corpus] {}:{}: field \"source\" is not a string", path, lines.line_number());
       ++stats.documents_in;
       const std::string text = record["text"].get<std::string>();
       std::string kept;

@@ -58,34 +58,65 @@ class Scanner {
     }
   }
 
-  // Skips any JSON value.
+  // Skips any JSON value. Iterative, with an explicit stack of open containers: a line of a
+  // corpus may nest arrays a million deep, which must be an answer, not a stack overflow.
   std::string skip_value() {
-    skip_space();
-    const char c = peek();
-    if (c == '"') return read_string(nullptr);
-    if (c == '{' || c == '[') {
-      const char close = c == '{' ? '}' : ']';
-      ++pos_;
+    std::string open;  // the closing bracket of each container entered, innermost last
+    while (true) {
       skip_space();
-      if (consume(close)) return {};
-      while (true) {
-        if (c == '{') {
-          skip_space();
-          std::string error = read_string(nullptr);
-          if (!error.empty()) return error;
-          skip_space();
-          if (!consume(':')) return fail("invalid JSON (expected ':')");
-        }
-        std::string error = skip_value();
-        if (!error.empty()) return error;
+      const char c = peek();
+      if (c == '{' || c == '[') {
+        ++pos_;
         skip_space();
-        if (consume(close)) return {};
+        const char close = c == '{' ? '}' : ']';
+        if (!consume(close)) {
+          open.push_back(close);
+          if (close == '}') {
+            std::string error = read_key();
+            if (!error.empty()) return error;
+          }
+          continue;  // the container's first value
+        }
+      } else if (c == '"') {
+        std::string error = read_string(nullptr);
+        if (!error.empty()) return error;
+      } else {
+        std::string error = skip_literal();
+        if (!error.empty()) return error;
+      }
+      // One value is complete: close the containers it ends, or go on to the next element.
+      while (true) {
+        if (open.empty()) return {};
+        skip_space();
+        if (consume(open.back())) {
+          open.pop_back();
+          continue;
+        }
         if (!consume(',')) return fail("invalid JSON (expected ',')");
+        if (open.back() == '}') {
+          std::string error = read_key();
+          if (!error.empty()) return error;
+        }
+        break;
       }
     }
-    // Numbers and literals: a run of their characters.
+  }
+
+ private:
+  // An object member's key and its ':'.
+  std::string read_key() {
+    skip_space();
+    std::string error = read_string(nullptr);
+    if (!error.empty()) return error;
+    skip_space();
+    if (!consume(':')) return fail("invalid JSON (expected ':')");
+    return {};
+  }
+
+  // Numbers and literals: a run of their characters.
+  std::string skip_literal() {
     const size_t start = pos_;
-    while (pos_ < s_.size() && std::strchr("+-0123456789.eEtruefalsn", s_[pos_]) != nullptr) ++pos_;
+    while (pos_ < s_.size() && s_[pos_] != '\0' && std::strchr("+-0123456789.eEtruefalsn", s_[pos_]) != nullptr) ++pos_;
     const std::string_view token = s_.substr(start, pos_ - start);
     if (token.empty()) return fail("invalid JSON (expected a value)");
     if (token == "true" || token == "false" || token == "null") return {};
@@ -93,7 +124,6 @@ class Scanner {
     return fail("invalid JSON (unknown literal)");
   }
 
- private:
   bool read_hex4(uint32_t& value) {
     if (pos_ + 4 > s_.size()) return false;
     value = 0;

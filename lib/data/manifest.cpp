@@ -37,10 +37,16 @@ ShardManifest ShardManifest::load(const std::string& dir) {
     manifest.tokens = json.at("tokens").get<uint64_t>();
     manifest.documents = json.at("documents").get<uint64_t>();
     manifest.source_bytes = json.at("source_bytes").get<uint64_t>();
+    TSU_CHECK(json.at("shards").is_array(), IOError, "[shards] {}: shards is not a list", path);
     for (const auto& entry : json.at("shards")) {
       manifest.shards.push_back({entry.at("file").get<std::string>(), entry.at("tokens").get<uint64_t>(),
                                  entry.at("documents").get<uint64_t>(), entry.at("source_bytes").get<uint64_t>(),
                                  entry.at("file_bytes").get<uint64_t>(), entry.at("checksum").get<std::string>()});
+      // Shards lie beside manifest.json: a name cannot lead out of the folder.
+      const std::string& file = manifest.shards.back().file;
+      TSU_CHECK(!file.empty() && file != "." && file != ".." && file.find('/') == std::string::npos &&
+                    file.find('\0') == std::string::npos,
+                IOError, "[shards] {}: shard file '{}' is not a plain file name in this folder", path, file);
     }
   } catch (const nlohmann::json::exception& e) {
     TSU_FAIL(IOError, "[shards] {}: malformed manifest: {}", path, e.what());

@@ -114,16 +114,25 @@ ShardReader ShardReader::open(const std::string& path, bool verify_checksum) {
     info.token_width = static_cast<uint32_t>(tokens_layout.element_size);
     TSU_SHARD_CHECK(tokens_layout.length == info.token_count, path,
                     "/tokens holds {} tokens but attribute token_count says {}", tokens_layout.length, info.token_count);
+    TSU_SHARD_CHECK(info.document_count <= info.token_count, path,
+                    "document_count {} exceeds token_count {} (every document holds at least its EOS)",
+                    info.document_count, info.token_count);
     TSU_SHARD_CHECK(offsets_layout.length == info.document_count + 1, path,
                     "/doc_offsets holds {} entries but document_count + 1 is {}", offsets_layout.length,
                     info.document_count + 1);
     TSU_SHARD_CHECK((info.vocab_size <= 65536) == (info.token_width == 2), path,
                     "tokens are {}-byte but vocab_size is {}", info.token_width, info.vocab_size);
+    // Sizes come from the file: check them against the file before anything is allocated or mapped.
     for (const auto& [layout, name] : {std::pair{tokens_layout, "tokens"}, std::pair{offsets_layout, "doc_offsets"}}) {
       if (layout.offset != HADDR_UNDEF) {
-        TSU_SHARD_CHECK(layout.offset + layout.length * layout.element_size <= file_size, path,
-                        "truncated: /{} ends at byte {} but the file has {} bytes", name,
-                        layout.offset + layout.length * layout.element_size, file_size);
+        TSU_SHARD_CHECK(layout.offset <= file_size && layout.length <= (file_size - layout.offset) / layout.element_size,
+                        path, "truncated: /{} holds {} elements of {} bytes from byte {} but the file has {} bytes", name,
+                        layout.length, layout.element_size, layout.offset, file_size);
+      } else {
+        // Chunked or compressed (h5repack): deflate, HDF5's usual filter, shrinks data at most 1032-fold.
+        TSU_SHARD_CHECK(layout.length <= std::min<uint64_t>(file_size, uint64_t{1} << 50) * 1032 / layout.element_size,
+                        path, "/{} claims {} elements, more than a file of {} bytes can hold even compressed", name,
+                        layout.length, file_size);
       }
     }
     impl->doc_offsets.resize(offsets_layout.length);
@@ -163,6 +172,17 @@ ShardReader ShardReader::open(const std::string& path, bool verify_checksum) {
     for (size_t d = 1; d < offsets.size(); ++d) {
       reader.read_tokens(offsets[d] - 1, 1, last.data());
       TSU_SHARD_CHECK(last[0] == info.eos_id, path, "document {} does not end with EOS ({})", d - 1, info.eos_id);
+    }
+    // Token ids index embedding tables and counts: each must lie inside the vocabulary.
+    std::vector<int32_t> block(std::min<uint64_t>(info.token_count, 1 << 16));
+    for (uint64_t start = 0; start < info.token_count; start += block.size()) {
+      const uint64_t n = std::min<uint64_t>(block.size(), info.token_count - start);
+      reader.read_tokens(start, n, block.data());
+      for (uint64_t i = 0; i < n; ++i) {
+        TSU_SHARD_CHECK(static_cast<uint32_t>(block[i]) < info.vocab_size, path,
+                        "token {} is id {}, outside the vocabulary of {}", start + i, static_cast<uint32_t>(block[i]),
+                        info.vocab_size);
+      }
     }
   }
   return reader;
@@ -211,10 +231,13 @@ ShardSet ShardSet::open(const std::string& dir, const ShardSetOptions& options) 
               "[shards] {}: made with another tokenizer: tokenizer SHA-256 {} but the given tokenizer is {}",
               manifest_path, manifest.tokenizer_sha256, options.expected_tokenizer_sha256);
   }
+  uint64_t documents = 0, source_bytes = 0;
   for (const auto& entry : manifest.shards) {
-    const std::string path = (fs::path(dir) / entry.file).string();
-    TSU_SHARD_CHECK(fs::exists(path), path, "missing: listed in {} but not on disk", manifest_path);
-    const uint64_t size = fs::file_size(path);
+    const std::string path = (fs::path(dir) / entry.file).string();  // a plain name (ShardManifest::load)
+    std::error_code error;
+    TSU_SHARD_CHECK(fs::is_regular_file(path, error), path, "missing: listed in {} but not on disk", manifest_path);
+    const uint64_t size = fs::file_size(path, error);
+    TSU_SHARD_CHECK(!error, path, "cannot read: {}", error.message());
     TSU_SHARD_CHECK(size >= entry.file_bytes, path, "truncated: {} bytes but manifest.json says {}", size,
                     entry.file_bytes);
     ShardReader shard = ShardReader::open(path, options.verify_checksums);
@@ -229,9 +252,18 @@ ShardSet ShardSet::open(const std::string& dir, const ShardSetOptions& options) 
                         info.document_count == entry.documents,
                     path, "not the shard manifest.json lists: checksum {} / {} tokens, manifest.json says {} / {}",
                     info.checksum, info.token_count, entry.checksum, entry.tokens);
+    TSU_SHARD_CHECK(info.source_bytes == entry.source_bytes, path,
+                    "source_bytes {} but manifest.json says {}", info.source_bytes, entry.source_bytes);
     set.shards_.push_back(std::move(shard));
     set.starts_.push_back(set.starts_.back() + info.token_count);
+    documents += info.document_count;
+    source_bytes += info.source_bytes;
   }
+  TSU_CHECK(manifest.tokens == set.total_tokens() && manifest.documents == documents &&
+                manifest.source_bytes == source_bytes,
+            IOError, "[shards] {}: totals {} tokens / {} documents / {} source bytes differ from its shards' {} / {} / {}",
+            manifest_path, manifest.tokens, manifest.documents, manifest.source_bytes, set.total_tokens(), documents,
+            source_bytes);
   return set;
 }
 

@@ -1,6 +1,7 @@
 // Tokenizer: SentencePiece encoding and decoding behind a header that does not expose it.
 #include <sentencepiece_processor.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -42,6 +43,15 @@ uint32_t piece_bytes(std::string_view piece) {
 Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 
 Tokenizer Tokenizer::load(const std::string& model_path) {
+  // The path may come from a recipe inside someone else's checkpoint: read only a regular file of
+  // a model's size, never a device, a FIFO or a folder (which would block or never end).
+  constexpr uintmax_t kMaxModelBytes = uintmax_t{1} << 30;
+  std::error_code error;
+  TSU_CHECK(std::filesystem::is_regular_file(model_path, error), IOError,
+            "[tokenizer] {}: cannot open the SentencePiece model (not a regular file)", model_path);
+  const uintmax_t size = std::filesystem::file_size(model_path, error);
+  TSU_CHECK(!error && size <= kMaxModelBytes, IOError, "[tokenizer] {}: {} bytes is not the size of a SentencePiece model",
+            model_path, size);
   std::ifstream file(model_path, std::ios::binary);
   TSU_CHECK(file.good(), IOError, "[tokenizer] {}: cannot open the SentencePiece model", model_path);
   std::stringstream bytes;
@@ -51,7 +61,13 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
 
 Tokenizer Tokenizer::from_bytes(std::string model_bytes, const std::string& name) {
   auto impl = std::make_shared<Impl>();
-  const auto status = impl->processor.LoadFromSerializedProto(model_bytes);
+  sentencepiece::util::Status status;
+  try {
+    status = impl->processor.LoadFromSerializedProto(model_bytes);
+  } catch (const std::exception& e) {
+    // SentencePiece reports most flaws in a status, but some (an empty piece) as an exception.
+    TSU_FAIL(IOError, "[tokenizer] {}: not a SentencePiece model: {}", name, e.what());
+  }
   TSU_CHECK(status.ok(), IOError, "[tokenizer] {}: not a SentencePiece model: {}", name, status.ToString());
   TSU_CHECK(impl->processor.eos_id() >= 0, ValueError, "[tokenizer] {}: the model has no </s> (EOS) piece", name);
   impl->sha256 = sha256_hex(model_bytes);

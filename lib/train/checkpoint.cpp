@@ -75,14 +75,23 @@ nlohmann::json read_trainer_json(const std::string& dir) {
   const std::string path = dir + "/trainer.json";
   std::ifstream in(path);
   TSU_CHECK(in.good(), IOError, "[checkpoint] {} is missing", path);
+  nlohmann::json j;
   try {
-    nlohmann::json j = nlohmann::json::parse(in);
-    TSU_CHECK(j.is_object() && j.contains("checkpoint") && j["checkpoint"].value("format", "") == kFormat, IOError,
-              "[checkpoint] {} is not a tsumugi checkpoint description", path);
-    return j;
+    j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
     TSU_FAIL(IOError, "[checkpoint] {} is not valid JSON (truncated?): {}", path, e.what());
   }
+  const auto checkpoint = j.is_object() ? j.find("checkpoint") : j.end();
+  TSU_CHECK(checkpoint != j.end() && checkpoint->is_object() && checkpoint->contains("format") &&
+                checkpoint->at("format") == kFormat,
+            IOError, "[checkpoint] {} is not a tsumugi checkpoint description", path);
+  return j;
+}
+
+// A checkpoint directory's own name: "step-" and digits, nothing that leads elsewhere.
+bool is_step_name(const std::string& name) {
+  return name.size() > 5 && name.starts_with("step-") &&
+         name.find_first_not_of("0123456789", 5) == std::string::npos;
 }
 
 }  // namespace
@@ -149,8 +158,7 @@ std::vector<std::string> CheckpointManager::list() const {
   if (!fs::is_directory(checkpoints_dir(), ec)) return dirs;
   for (const auto& entry : fs::directory_iterator(checkpoints_dir(), ec)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_symlink() || !entry.is_directory() || !name.starts_with("step-") || name.find('.') != std::string::npos)
-      continue;
+    if (entry.is_symlink() || !entry.is_directory() || !is_step_name(name)) continue;
     if (verify_checkpoint(entry.path().string(), /*checksums=*/false).empty()) dirs.push_back(entry.path().string());
   }
   std::sort(dirs.begin(), dirs.end());  // zero-padded step numbers sort in order
@@ -161,8 +169,11 @@ std::optional<std::string> CheckpointManager::latest() const {
   const std::string link = checkpoints_dir() + "/latest";
   std::error_code ec;
   if (fs::is_symlink(link, ec)) {
-    const std::string target = checkpoints_dir() + "/" + fs::read_symlink(link, ec).string();
-    if (!ec && verify_checkpoint(target, false).empty()) return target;
+    // Followed only to a sibling step directory: a link elsewhere (written by someone else) is
+    // ignored like a stale one.
+    const std::string name = fs::read_symlink(link, ec).string();
+    const std::string target = checkpoints_dir() + "/" + name;
+    if (!ec && is_step_name(name) && verify_checkpoint(target, false).empty()) return target;
   }
   const std::vector<std::string> all = list();  // a missing or stale link: the newest complete one
   if (all.empty()) return std::nullopt;
@@ -172,16 +183,21 @@ std::optional<std::string> CheckpointManager::latest() const {
 std::string verify_checkpoint(const std::string& dir, bool checksums) {
   try {
     const nlohmann::json state = read_trainer_json(dir);
-    const nlohmann::json& files = state["checkpoint"]["files"];
+    const nlohmann::json& description = state.at("checkpoint");
+    if (!description.contains("files") || !description.at("files").is_object())
+      return fmt::format("{}/trainer.json does not list the checkpoint's files", dir);
+    const nlohmann::json& files = description.at("files");
     for (const char* name : kTensorFiles) {
+      // Only the fixed file names are read: nothing in trainer.json names a path.
       const std::string path = dir + "/" + name;
       if (!files.contains(name)) return fmt::format("{}/trainer.json does not describe {}", dir, name);
+      const nlohmann::json& entry = files.at(name);
+      const uint64_t bytes = entry.at("bytes").get<uint64_t>();
       std::error_code ec;
       const auto size = fs::file_size(path, ec);
       if (ec) return fmt::format("{} is missing", path);
-      if (size != files[name]["bytes"].get<uint64_t>())
-        return fmt::format("{} has {} bytes, expected {} (truncated?)", path, size, files[name]["bytes"].get<uint64_t>());
-      if (checksums && file_checksum(path) != files[name]["checksum"].get<std::string>())
+      if (size != bytes) return fmt::format("{} has {} bytes, expected {} (truncated?)", path, size, bytes);
+      if (checksums && file_checksum(path) != entry.at("checksum").get<std::string>())
         return fmt::format("{} fails its checksum (corrupted)", path);
     }
   } catch (const Error& e) {
@@ -204,7 +220,12 @@ Checkpoint load_checkpoint(const std::string& path) {
   Checkpoint c;
   c.dir = dir;
   const nlohmann::json state = read_trainer_json(dir);
-  c.step = state["checkpoint"]["step"].get<int64_t>();
+  try {
+    c.step = state.at("checkpoint").at("step").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    TSU_FAIL(IOError, "[checkpoint] {}/trainer.json has no step: {}", dir, e.what());
+  }
+  TSU_CHECK(c.step >= 0, IOError, "[checkpoint] {}/trainer.json: step {} is negative", dir, c.step);
   c.trainer_json = state.dump();
   c.model = load_safetensors(dir + "/model.safetensors");
   c.optimizer = load_safetensors(dir + "/optimizer.safetensors");

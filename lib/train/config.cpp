@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "core/check.h"
+#include "data/text_util.h"
 
 namespace tsumugi {
 namespace {
@@ -160,6 +161,10 @@ const std::pair<const char*, const char*> kAliases[] = {
     {"max_position_embeddings", "model.context"}};
 
 std::string closest_key(const std::string& name) {
+  // No key is longer than this; a longer name is no typo of one (and edit distances would cost
+  // time quadratic in a name that may come from a file).
+  constexpr size_t kLongestTypo = 64;
+  if (name.size() > kLongestTypo) return "";
   {
     const auto dot = name.find('.');
     const std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
@@ -191,7 +196,9 @@ std::string closest_key(const std::string& name) {
 const Field& find_field(const std::string& name, const std::string& origin) {
   for (const Field& f : fields())
     if (f.name == name) return f;
-  TSU_FAIL(ConfigError, "[config] {}: unknown key '{}' (did you mean '{}'?)", origin, name, closest_key(name));
+  const std::string suggestion = closest_key(name);
+  TSU_FAIL(ConfigError, "[config] {}: unknown key '{}'{}", origin, name,
+           suggestion.empty() ? "" : fmt::format(" (did you mean '{}'?)", suggestion));
 }
 
 std::string describe(const toml::node& node) {
@@ -270,6 +277,10 @@ void apply_override(TrainConfig& config, const std::string& assignment) {
   if (f.type == "string") {  // strings need no quotes on the command line
     std::string s = text;
     if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+    // A recipe file is UTF-8 (TOML); so must be an override, which is saved into trainer.json.
+    const size_t bad = data_internal::find_invalid_utf8(s);
+    TSU_CHECK(bad == std::string::npos, ConfigError, "[config] {}: the value is not valid UTF-8 (byte {})", origin,
+              bad + 1);
     set_from_node(config, f, toml::value<std::string>(s), origin);
     return;
   }
@@ -295,8 +306,9 @@ TrainConfig parse_config(const std::string& toml_text, const std::string& origin
   for (const auto& [section, node] : table) {
     const std::string section_name(section.str());
     if (!node.is_table()) {
-      TSU_FAIL(ConfigError, "[config] {}: '{}' must be a [section] (did you mean '{}'?)", origin, section_name,
-               closest_key(section_name));
+      const std::string suggestion = closest_key(section_name);
+      TSU_FAIL(ConfigError, "[config] {}: '{}' must be a [section]{}", origin, section_name,
+               suggestion.empty() ? "" : fmt::format(" (did you mean '{}'?)", suggestion));
     }
     for (const auto& [key, value] : *node.as_table()) {
       const std::string name = section_name + "." + std::string(key.str());

@@ -55,7 +55,12 @@ double unigram_bits_per_byte(const ShardSet& shards, const Tokenizer& tokenizer)
   for (uint64_t start = 0; start < total; start += buffer.size()) {
     const uint64_t n = std::min<uint64_t>(buffer.size(), total - start);
     shards.read_tokens(start, n, buffer.data());
-    for (uint64_t i = 0; i < n; ++i) ++counts[static_cast<size_t>(buffer[i])];
+    for (uint64_t i = 0; i < n; ++i) {
+      TSU_CHECK(buffer[i] >= 0 && static_cast<size_t>(buffer[i]) < counts.size(), IndexError,
+                "[eval] token {} of the split is id {}, outside the tokenizer's vocabulary of {}", start + i,
+                static_cast<uint32_t>(buffer[i]), counts.size());
+      ++counts[static_cast<size_t>(buffer[i])];
+    }
   }
   double bits = 0;
   uint64_t bytes = 0;

@@ -136,10 +136,12 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
       const Checkpoint checkpoint = load_checkpoint(*it);
       const nlohmann::json state = nlohmann::json::parse(checkpoint.trainer_json);
       TrainConfig saved = c;
+      uint64_t dropout_offset = 0;
       try {
         saved = parse_config(state.at("config").get<std::string>(), *it + "/trainer.json");
-      } catch (const nlohmann::json::exception&) {
-        TSU_FAIL(IOError, "[train] {}/trainer.json has no recipe", *it);
+        dropout_offset = state.at("dropout_offset").get<uint64_t>();
+      } catch (const nlohmann::json::exception& e) {
+        TSU_FAIL(IOError, "[train] {}/trainer.json lacks the recipe or the dropout offset: {}", *it, e.what());
       }
       if (saved.model.vocab == 0) saved.model.vocab = c.model.vocab;
       TSU_CHECK(model_section(saved) == model_section(c), ConfigError,
@@ -150,7 +152,7 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
       place_model();
       placed = true;
       run.optimizer->load_state_dict(checkpoint.optimizer);
-      run.model->dropout_generator().set_offset(state.at("dropout_offset").get<uint64_t>());
+      run.model->dropout_generator().set_offset(dropout_offset);
       if (state.contains("loss_window")) run.loss_window = state.at("loss_window").get<std::vector<double>>();
       run.start_step = checkpoint.step;
       if (leader) std::printf("resuming from %s (step %lld)\n", it->c_str(), static_cast<long long>(run.start_step));

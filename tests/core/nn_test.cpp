@@ -147,6 +147,27 @@ TEST(Module, ConfigErrorsNameTheProblem) {
   EXPECT_THROW(model->forward(ids_for(1, 17, 13, 1)), ValueError);  // beyond the context
 }
 
+TEST(Module, ConfigCountsParametersWithoutBuildingTheModel) {
+  for (const Arch arch : {Arch::gpt2, Arch::llama}) {
+    for (const bool tied : {true, false}) {
+      ModelConfig c = tiny(arch);
+      c.tied_embeddings = tied;
+      EXPECT_EQ(c.num_parameters(), make_model(c)->num_parameters()) << arch_name(arch) << " tied " << tied;
+    }
+  }
+  ModelConfig llama = tiny(Arch::llama);
+  llama.ffn_dim = 0;  // the default width rule
+  EXPECT_EQ(llama.num_parameters(), make_model(llama)->num_parameters());
+  // A recipe from a file may ask for anything: sizes are bounded before they multiply.
+  ModelConfig huge = tiny(Arch::gpt2);
+  huge.dim = int64_t{1} << 40;
+  EXPECT_THROW(huge.num_parameters(), ValueError);
+  huge = tiny(Arch::gpt2);
+  huge.layers = int64_t{1} << 19;
+  huge.dim = huge.heads = 1 << 20;
+  EXPECT_GT(huge.num_parameters(), int64_t{1} << 62);  // counted, not allocated
+}
+
 class ModelGradient : public ::testing::TestWithParam<Arch> {};
 
 TEST_P(ModelGradient, WholeModelPassesFloat64GradientCheck) {

@@ -101,6 +101,9 @@ TEST(Safetensors, RejectsMalformedFilesWithAClearError) {
   expect_io_error(file_bytes(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", body), "trailing bytes");
   expect_io_error(file_bytes(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}})", body),
                   "overflows");
+  // A bool is a byte 0 or 1; any other byte would be an invalid bool in the kernels (fuzz_safetensors).
+  expect_io_error(file_bytes(R"({"x":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", std::string("\x01\x32", 2)),
+                  "not 0 or 1");
   // A header length close to 2^64 must not wrap around.
   std::string huge(8, '\xff');
   expect_io_error(huge + "{}", "header length");

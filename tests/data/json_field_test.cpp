@@ -34,6 +34,16 @@ TEST(JsonField, ReportsWhatIsWrong) {
   EXPECT_NE(field(R"({"text": "tab	inside"})").find("control character"), std::string::npos);
 }
 
+TEST(JsonField, SkipsValuesNestedAMillionDeepWithoutRecursion) {
+  // A corpus line like this once overflowed the stack of the recursive skipper (fuzz_documents).
+  const std::string deep(1000000, '[');
+  const std::string closed = deep + std::string(1000000, ']');
+  EXPECT_EQ(field(R"({"meta": )" + closed + R"(, "text": "x"})"), "x");
+  EXPECT_NE(field(R"({"meta": )" + deep + R"(, "text": "x"})").find("invalid JSON"), std::string::npos);
+  EXPECT_EQ(field(R"({"meta": [{"a": [{}, []]}, {"b": {"c": [1, "]"]}}], "text": "y"})"), "y");
+  EXPECT_NE(field(R"({"meta": [1 2], "text": "y"})").find("expected ','"), std::string::npos);
+}
+
 TEST(JsonField, UsesAConfigurableFieldName) {
   EXPECT_EQ(field(R"({"text": "a", "content": "b"})", "content"), "b");
 }

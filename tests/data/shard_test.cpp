@@ -175,6 +175,16 @@ TEST_F(DamagedShard, MissingFileIsNamed) {
   EXPECT_NE(message.find("missing"), std::string::npos) << message;
 }
 
+TEST_F(DamagedShard, ManifestCannotNameAFileOutsideItsFolder) {
+  std::string manifest = testing::read_bytes(dir_ / "manifest.json");
+  const size_t at = manifest.find("shard-00001.h5");
+  ASSERT_NE(at, std::string::npos);
+  manifest.replace(at, 14, "../elsewhere/shard-00001.h5");
+  std::ofstream(dir_ / "manifest.json", std::ios::trunc) << manifest;
+  const std::string message = expect_io_error([&] { ShardSet::open(dir_.str()); });
+  EXPECT_NE(message.find("not a plain file name"), std::string::npos) << message;
+}
+
 TEST_F(DamagedShard, MissingManifestIsNamed) {
   fs::remove(dir_ / "manifest.json");
   const std::string message = expect_io_error([&] { ShardSet::open(dir_.str()); });

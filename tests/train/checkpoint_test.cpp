@@ -71,6 +71,32 @@ TEST(Checkpoint, DetectsTruncationAndCorruption) {
   EXPECT_FALSE(manager.latest().has_value());  // the only checkpoint is incomplete now
 }
 
+TEST(Checkpoint, LatestIsFollowedOnlyToAStepOfThisRun) {
+  const std::string other = fresh_dir("other_run");
+  CheckpointManager(other, 1).save(30, weights(3), {}, "{}");
+  const std::string run = fresh_dir("link");
+  CheckpointManager manager(run, 2);
+  const std::string own = manager.save(20, weights(2), {}, "{}");
+  // Someone else's run directory put `latest` outside this one: it is ignored like a stale link.
+  const std::string link = run + "/checkpoints/latest";
+  fs::remove(link);
+  fs::create_directory_symlink("../../tsumugi_checkpoint_test_other_run/checkpoints/step-00000030", link);
+  ASSERT_TRUE(fs::exists(link + "/trainer.json"));
+  EXPECT_EQ(manager.latest().value(), own);
+  EXPECT_EQ(load_checkpoint(run).step, 20);
+}
+
+TEST(Checkpoint, TrainerJsonWithoutAFileListIsAnErrorNotARead) {
+  const std::string run = fresh_dir("no_files");
+  const std::string dir = CheckpointManager(run, 1).save(5, weights(1), {}, "{}");
+  // Once read out of bounds (fuzz_checkpoint): trainer.json's checkpoint section lacked "files".
+  std::ofstream(dir + "/trainer.json") << R"({"checkpoint": {"format": "tsumugi-checkpoint", "step": 5}})";
+  EXPECT_NE(verify_checkpoint(dir).find("does not list the checkpoint's files"), std::string::npos) << verify_checkpoint(dir);
+  EXPECT_THROW(load_checkpoint(dir), IOError);
+  std::ofstream(dir + "/trainer.json") << R"({"checkpoint": {"format": "tsumugi-checkpoint", "files": {"model.safetensors": 3}}})";
+  EXPECT_NE(verify_checkpoint(dir).find("malformed"), std::string::npos) << verify_checkpoint(dir);
+}
+
 TEST(Checkpoint, AFullDiskLeavesThePreviousCheckpointIntact) {
   const std::string run = fresh_dir("full_disk");
   CheckpointManager manager(run, 3);

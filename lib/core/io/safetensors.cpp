@@ -170,6 +170,13 @@ StateDict parse_safetensors(const std::string& bytes, const std::string& name, M
   TSU_CHECK(expected == data_size, IOError, "[safetensors] {}: {} trailing bytes after the last tensor", name,
             data_size - expected);
 
+  // A bool is one byte, 0 or 1: any other byte would be an invalid bool in every kernel.
+  for (const Entry& e : entries) {
+    if (e.dtype != DType::boolean) continue;
+    const char* bad = std::find_if(data + e.begin, data + e.end, [](char b) { return b != 0 && b != 1; });
+    TSU_CHECK(bad == data + e.end, IOError, "[safetensors] {}: tensor '{}' of BOOL holds byte {} at element {} (not 0 or 1)",
+              name, e.name, static_cast<int>(static_cast<unsigned char>(*bad)), bad - (data + e.begin));
+  }
   StateDict out;
   for (const Entry& e : entries) {
     Tensor t = empty(e.shape, {.dtype = e.dtype});

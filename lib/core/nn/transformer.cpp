@@ -4,6 +4,7 @@
 #include <tsumugi/core/ops.h>
 
 #include <cmath>
+#include <limits>
 
 #include "../check.h"
 #include "models.h"
@@ -22,6 +23,12 @@ ModelConfig ModelConfig::resolved() const {
   ModelConfig c = *this;
   TSU_CHECK(c.layers > 0 && c.heads > 0 && c.dim > 0 && c.vocab > 0 && c.context > 0, ValueError,
             "[model] layers, heads, dim, vocab and context must be positive");
+  // Recipes and checkpoints come from files: bound every size before anything multiplies them.
+  constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max();
+  for (const auto& [name, value] : {std::pair{"layers", c.layers}, {"heads", c.heads}, {"kv_heads", c.kv_heads},
+                                    {"dim", c.dim}, {"ffn_dim", c.ffn_dim}, {"vocab", c.vocab}, {"context", c.context}}) {
+    TSU_CHECK(value >= 0 && value <= kMaxSize, ValueError, "[model] {} = {} is outside [0, {}]", name, value, kMaxSize);
+  }
   TSU_CHECK(c.dim % c.heads == 0, ValueError, "[model] dim {} is not divisible by heads {}", c.dim, c.heads);
   if (c.kv_heads == 0) c.kv_heads = c.heads;
   TSU_CHECK(c.kv_heads > 0 && c.heads % c.kv_heads == 0, ValueError,
@@ -37,6 +44,26 @@ ModelConfig ModelConfig::resolved() const {
             "[model] norm_eps, init_std and rope_theta must be positive");
   TSU_CHECK(c.dropout >= 0 && c.dropout < 1, ValueError, "[model] dropout must be in [0, 1)");
   return c;
+}
+
+int64_t ModelConfig::num_parameters() const {
+  const ModelConfig c = resolved();
+  // In double: a recipe may describe more parameters than an int64 holds.
+  const double D = static_cast<double>(c.dim), F = static_cast<double>(c.ffn_dim), V = static_cast<double>(c.vocab);
+  double per_layer, outside;
+  if (c.arch == Arch::gpt2) {
+    // c_attn, attn.c_proj, c_fc, mlp.c_proj (Conv1D with biases), ln_1, ln_2.
+    per_layer = (D * 3 * D + 3 * D) + (D * D + D) + (D * F + F) + (F * D + D) + 4 * D;
+    outside = V * D + static_cast<double>(c.context) * D + 2 * D;  // wte, wpe, ln_f
+  } else {
+    const double q = static_cast<double>(c.heads * c.head_dim()), kv = static_cast<double>(c.kv_heads * c.head_dim());
+    per_layer = D * q + 2 * D * kv + q * D + 3 * D * F + 2 * D;  // q, k, v, o, gate, up, down, 2 RMSNorm
+    outside = V * D + D;                                          // embed_tokens, norm
+  }
+  if (!c.tied_embeddings) outside += V * D;  // lm_head
+  const double total = static_cast<double>(c.layers) * per_layer + outside;
+  TSU_CHECK(total < 9.0e18, ValueError, "[model] {:.3g} parameters do not fit in int64", total);
+  return static_cast<int64_t>(total);
 }
 
 namespace {

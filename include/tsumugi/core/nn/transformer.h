@@ -31,8 +31,12 @@ struct ModelConfig {
   double init_std = 0.02;
   double dropout = 0.0;  ///< on embeddings and residual branches in training mode
 
-  /// Fills the derived defaults (kv_heads, ffn_dim) and checks consistency; throws ValueError.
+  /// Fills the derived defaults (kv_heads, ffn_dim) and checks consistency and ranges (every
+  /// size at most 2^31 - 1, so that sizes multiply without overflow); throws ValueError.
   ModelConfig resolved() const;
+  /// Parameters of the model this config builds, counted without building it (a checkpoint's
+  /// weights are checked against its recipe before anything is allocated). Throws like resolved().
+  int64_t num_parameters() const;
   int64_t head_dim() const { return dim / heads; }
 };
 
