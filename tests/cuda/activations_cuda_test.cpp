@@ -7,23 +7,18 @@
 namespace tsumugi {
 namespace {
 using testing::expect_matches_cpu;
+using testing::grad_input;
 using testing::OpFn;
 using testing::random_tensor;
 
 constexpr DType kDtypes[] = {DType::f32, DType::bf16};
 
-Tensor input(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0) {
-  Tensor x = random_tensor(shape, seed, lo, hi);
-  x.set_requires_grad(true);
-  return x;
-}
-
 TEST(CudaActivations, GeluMatchesCpu) {
   TSU_REQUIRE_GPU();
   const OpFn fn = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{gelu(in[0]), gelu(in[0].t())}; };
   for (DType dtype : kDtypes) {
-    expect_matches_cpu("gelu", fn, {input({37, 129}, 1, -4, 4)}, dtype);
-    expect_matches_cpu("gelu large", fn, {input({2048, 3072}, 2, -4, 4)}, dtype);
+    expect_matches_cpu("gelu", fn, {grad_input({37, 129}, 1, -4, 4)}, dtype);
+    expect_matches_cpu("gelu large", fn, {grad_input({2048, 3072}, 2, -4, 4)}, dtype);
   }
 }
 
@@ -31,8 +26,8 @@ TEST(CudaActivations, SiluMatchesCpu) {
   TSU_REQUIRE_GPU();
   const OpFn fn = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{silu(in[0]), silu(in[0].t())}; };
   for (DType dtype : kDtypes) {
-    expect_matches_cpu("silu", fn, {input({37, 129}, 3, -6, 6)}, dtype);
-    expect_matches_cpu("silu large", fn, {input({2048, 2817}, 4, -6, 6)}, dtype);
+    expect_matches_cpu("silu", fn, {grad_input({37, 129}, 3, -6, 6)}, dtype);
+    expect_matches_cpu("silu large", fn, {grad_input({2048, 2817}, 4, -6, 6)}, dtype);
   }
 }
 
@@ -42,8 +37,8 @@ TEST(CudaActivations, SwigluMatchesCpu) {
     return std::vector<Tensor>{swiglu(in[0], in[1]), swiglu(in[0].t(), in[1].t())};
   };
   for (DType dtype : kDtypes) {
-    expect_matches_cpu("swiglu", fn, {input({37, 129}, 5, -6, 6), input({37, 129}, 6)}, dtype);
-    expect_matches_cpu("swiglu large", fn, {input({2048, 2817}, 7, -6, 6), input({2048, 2817}, 8)}, dtype);
+    expect_matches_cpu("swiglu", fn, {grad_input({37, 129}, 5, -6, 6), grad_input({37, 129}, 6)}, dtype);
+    expect_matches_cpu("swiglu large", fn, {grad_input({2048, 2817}, 7, -6, 6), grad_input({2048, 2817}, 8)}, dtype);
   }
 }
 
@@ -65,7 +60,7 @@ TEST(CudaActivations, RopeMatchesCpu) {
       const OpFn fn = [theta, offset](const std::vector<Tensor>& in) {
         return std::vector<Tensor>{rope(in[0], theta, offset)};
       };
-      expect_matches_cpu("rope " + shape_str(shape) + " offset " + std::to_string(offset), fn, {input(shape, 10)},
+      expect_matches_cpu("rope " + shape_str(shape) + " offset " + std::to_string(offset), fn, {grad_input(shape, 10)},
                          dtype);
     }
   }
@@ -73,7 +68,7 @@ TEST(CudaActivations, RopeMatchesCpu) {
   const OpFn transposed = [](const std::vector<Tensor>& in) {
     return std::vector<Tensor>{rope(in[0].transpose(1, 2), 10000.0, 7)};
   };
-  expect_matches_cpu("rope transposed", transposed, {input({2, 3, 11, 16}, 11)});
+  expect_matches_cpu("rope transposed", transposed, {grad_input({2, 3, 11, 16}, 11)});
 }
 
 // CPU and GPU dropout of x from generators in the same state.
@@ -121,7 +116,7 @@ TEST(CudaActivations, DropoutGradientMatchesCpu) {
     Generator gen(77, 3);  // the same state for the CPU and the GPU run
     return std::vector<Tensor>{dropout(in[0], 0.2, gen)};
   };
-  for (DType dtype : kDtypes) expect_matches_cpu("dropout", fn, {input({129, 65}, 14)}, dtype);
+  for (DType dtype : kDtypes) expect_matches_cpu("dropout", fn, {grad_input({129, 65}, 14)}, dtype);
 }
 
 }  // namespace

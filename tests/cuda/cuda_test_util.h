@@ -40,6 +40,13 @@ inline Tensor random_tensor(const Shape& shape, uint64_t seed, double lo = -1.0,
   return rand(shape, gen, {}, lo, hi);
 }
 
+/// random_tensor that requires grad: an op input whose gradient expect_matches_cpu compares.
+inline Tensor grad_input(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  Tensor x = random_tensor(shape, seed, lo, hi);
+  x.set_requires_grad(true);
+  return x;
+}
+
 using OpFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& inputs)>;
 
 /// Runs `fn` on `cpu_inputs` (f32, on the CPU) and on copies on cuda:0 in `dtype` (floating inputs

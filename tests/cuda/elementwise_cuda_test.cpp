@@ -5,17 +5,11 @@
 namespace tsumugi {
 namespace {
 using testing::expect_matches_cpu;
+using testing::grad_input;
 using testing::OpFn;
 using testing::random_tensor;
 
 constexpr DType kDtypes[] = {DType::f32, DType::bf16};
-
-// A CPU input that requires grad, uniform in [lo, hi).
-Tensor input(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0) {
-  Tensor x = random_tensor(shape, seed, lo, hi);
-  x.set_requires_grad(true);
-  return x;
-}
 
 // The four operators, as functions of two inputs.
 std::vector<std::pair<std::string, OpFn>> arithmetic() {
@@ -30,8 +24,8 @@ TEST(CudaElementwise, ArithmeticOnEqualShapesMatchesCpu) {
   for (DType dtype : kDtypes) {
     for (const auto& [name, fn] : arithmetic()) {
       // b in [0.5, 2) keeps division well conditioned.
-      expect_matches_cpu(name, fn, {input({37, 129}, 1), input({37, 129}, 2, 0.5, 2.0)}, dtype);
-      expect_matches_cpu(name + " large", fn, {input({999, 1031}, 3), input({999, 1031}, 4, 0.5, 2.0)}, dtype);
+      expect_matches_cpu(name, fn, {grad_input({37, 129}, 1), grad_input({37, 129}, 2, 0.5, 2.0)}, dtype);
+      expect_matches_cpu(name + " large", fn, {grad_input({999, 1031}, 3), grad_input({999, 1031}, 4, 0.5, 2.0)}, dtype);
     }
   }
 }
@@ -45,7 +39,7 @@ TEST(CudaElementwise, BroadcastingMatchesCpu) {
     for (const auto& [name, fn] : arithmetic()) {
       for (const auto& [sa, sb] : shapes) {
         expect_matches_cpu(name + " " + shape_str(sa) + " " + shape_str(sb), fn,
-                           {input(sa, 5), input(sb, 6, 0.5, 2.0)}, dtype);
+                           {grad_input(sa, 5), grad_input(sb, 6, 0.5, 2.0)}, dtype);
       }
     }
   }
@@ -72,7 +66,7 @@ TEST(CudaElementwise, NonContiguousInputsMatchCpu) {
        }}};
   for (DType dtype : kDtypes) {
     for (const auto& [name, fn] : cases)
-      expect_matches_cpu(name, fn, {input({11, 6}, 7), input({11, 6}, 8, 0.5, 2.0)}, dtype);
+      expect_matches_cpu(name, fn, {grad_input({11, 6}, 7), grad_input({11, 6}, 8, 0.5, 2.0)}, dtype);
   }
 }
 
@@ -102,8 +96,8 @@ TEST(CudaElementwise, UnaryOpsMatchCpu) {
         // Also through a transposed view, which the GPU reads after a contiguous copy.
         return std::vector<Tensor>{f(in[0]), f(in[0].t())};
       };
-      expect_matches_cpu(c.name, fn, {input({33, 65}, 9, c.lo, c.hi)}, dtype);
-      expect_matches_cpu(c.name + " large", fn, {input({1024, 1027}, 10, c.lo, c.hi)}, dtype);
+      expect_matches_cpu(c.name, fn, {grad_input({33, 65}, 9, c.lo, c.hi)}, dtype);
+      expect_matches_cpu(c.name + " large", fn, {grad_input({1024, 1027}, 10, c.lo, c.hi)}, dtype);
     }
   }
 }
@@ -114,7 +108,7 @@ TEST(CudaElementwise, ScalarOperatorsStayOnTheGpu) {
     const Tensor& x = in[0];
     return std::vector<Tensor>{x * 2.0, 2.0 - x, x + 1.5, x - 0.5, x / 4.0, 3.0 * x, 1.0 + x, -x};
   };
-  for (DType dtype : kDtypes) expect_matches_cpu("scalar operators", fn, {input({19, 23}, 11)}, dtype);
+  for (DType dtype : kDtypes) expect_matches_cpu("scalar operators", fn, {grad_input({19, 23}, 11)}, dtype);
 }
 
 TEST(CudaElementwise, MatchesCpuInF64) {

@@ -7,17 +7,12 @@
 namespace tsumugi {
 namespace {
 using testing::expect_matches_cpu;
+using testing::grad_input;
 using testing::OpFn;
 using testing::random_tensor;
 using testing::relative_error;
 
 constexpr DType kDtypes[] = {DType::f32, DType::bf16};
-
-Tensor input(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0) {
-  Tensor x = random_tensor(shape, seed, lo, hi);
-  x.set_requires_grad(true);
-  return x;
-}
 
 OpFn sum_over(std::vector<int64_t> dims, bool keepdim) {
   return [=](const std::vector<Tensor>& in) { return std::vector<Tensor>{sum(in[0], dims, keepdim)}; };
@@ -35,7 +30,7 @@ TEST(CudaReduce, SumOverAnyDimensionsMatchesCpu) {
   for (DType dtype : kDtypes) {
     for (const auto& dims : dim_sets) {
       for (bool keepdim : {false, true}) {
-        expect_matches_cpu("sum " + dims_str(dims, keepdim), sum_over(dims, keepdim), {input({6, 7, 9}, 1)}, dtype);
+        expect_matches_cpu("sum " + dims_str(dims, keepdim), sum_over(dims, keepdim), {grad_input({6, 7, 9}, 1)}, dtype);
       }
     }
   }
@@ -47,7 +42,7 @@ TEST(CudaReduce, MeanMatchesCpu) {
     for (const auto& dims : std::vector<std::vector<int64_t>>{{0}, {1, 2}, {}}) {
       for (bool keepdim : {false, true}) {
         const OpFn fn = [=](const std::vector<Tensor>& in) { return std::vector<Tensor>{mean(in[0], dims, keepdim)}; };
-        expect_matches_cpu("mean " + dims_str(dims, keepdim), fn, {input({5, 11, 13}, 2)}, dtype);
+        expect_matches_cpu("mean " + dims_str(dims, keepdim), fn, {grad_input({5, 11, 13}, 2)}, dtype);
       }
     }
   }
@@ -59,7 +54,7 @@ TEST(CudaReduce, SumOfNonContiguousInputsMatchesCpu) {
     const Tensor t = in[0].transpose(0, 2);  // (9, 7, 6)
     return std::vector<Tensor>{sum(t, {1}), sum(t, {0, 2}, true), sum(in[0].slice(1, 1, 7, 3), {})};
   };
-  for (DType dtype : kDtypes) expect_matches_cpu("non-contiguous sums", fn, {input({6, 7, 9}, 3)}, dtype);
+  for (DType dtype : kDtypes) expect_matches_cpu("non-contiguous sums", fn, {grad_input({6, 7, 9}, 3)}, dtype);
 }
 
 // Shapes that take each kernel: short rows (one thread per row), rows for one warp, rows for one
@@ -74,7 +69,7 @@ TEST(CudaReduce, EveryKernelShapeMatchesCpu) {
   for (DType dtype : kDtypes) {
     for (const auto& [shape, dims] : cases) {
       expect_matches_cpu("sum " + shape_str(shape) + " " + dims_str(dims, false), sum_over(dims, false),
-                         {input(shape, 4)}, dtype);
+                         {grad_input(shape, 4)}, dtype);
     }
   }
 }
@@ -118,7 +113,7 @@ TEST(CudaReduce, SumToMatchesCpu) {
   for (DType dtype : kDtypes) {
     for (const Shape& target : targets) {
       const OpFn fn = [=](const std::vector<Tensor>& in) { return std::vector<Tensor>{sum_to(in[0], target)}; };
-      expect_matches_cpu("sum_to " + shape_str(target), fn, {input({4, 3, 5}, 8)}, dtype);
+      expect_matches_cpu("sum_to " + shape_str(target), fn, {grad_input({4, 3, 5}, 8)}, dtype);
     }
   }
 }
@@ -131,7 +126,7 @@ TEST(CudaReduce, MaxMatchesCpuWithGradient) {
     for (const auto& [shape, dim] : cases) {
       for (bool keepdim : {false, true}) {
         const OpFn fn = [=](const std::vector<Tensor>& in) { return std::vector<Tensor>{max(in[0], dim, keepdim)}; };
-        expect_matches_cpu("max " + shape_str(shape) + " dim " + std::to_string(dim), fn, {input(shape, 9)}, dtype);
+        expect_matches_cpu("max " + shape_str(shape) + " dim " + std::to_string(dim), fn, {grad_input(shape, 9)}, dtype);
       }
     }
   }
