@@ -7,6 +7,7 @@
 
 #include <tsumugi/data/shard.h>
 
+#include "atomic_file.h"
 #include "core/check.h"
 
 namespace tsumugi {
@@ -75,14 +76,9 @@ void ShardManifest::save(const std::string& dir) const {
                               {"file_bytes", shard.file_bytes},
                               {"checksum", shard.checksum}});
   }
-  const auto path = std::filesystem::path(dir) / "manifest.json";
-  const auto temporary = std::filesystem::path(dir) / "manifest.json.tmp";
-  {
-    std::ofstream file(temporary);
-    file << json.dump(2) << "\n";
-    TSU_CHECK(file.good(), IOError, "[shards] {}: cannot write", temporary.string());
-  }
-  std::filesystem::rename(temporary, path);
+  // Written last, whole or not at all: a split folder with a manifest.json has all its shards.
+  data_internal::write_file_atomically((std::filesystem::path(dir) / "manifest.json").string(), json.dump(2) + "\n",
+                                       "shards");
 }
 
 }  // namespace tsumugi

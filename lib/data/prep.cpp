@@ -7,6 +7,7 @@
 #include <fstream>
 #include <span>
 
+#include "atomic_file.h"
 #include "core/check.h"
 #include "prep_blocks.h"
 #include "text_util.h"
@@ -68,12 +69,11 @@ class BlockSink {
     const auto summarize = [](const ShardManifest& manifest) {
       return SplitSummary{manifest.shards.size(), manifest.documents, manifest.tokens, manifest.source_bytes};
     };
+    // The tokenizer first, the manifests (each split's mark of completeness) last.
+    data_internal::write_file_atomically((fs::path(options_.out_dir) / "tokenizer.model").string(),
+                                         tokenizer_.model_bytes(), "prep");
     summary_.train = summarize(train_.finish());
     summary_.val = summarize(val_.finish());
-    const auto model = fs::path(options_.out_dir) / "tokenizer.model";
-    std::ofstream file(model, std::ios::binary);
-    file.write(tokenizer_.model_bytes().data(), static_cast<std::streamsize>(tokenizer_.model_bytes().size()));
-    TSU_CHECK(file.good(), IOError, "[prep] {}: cannot write", model.string());
     summary_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     return summary_;
   }

@@ -5,6 +5,7 @@
 
 #include <tsumugi/data/shard.h>
 
+#include "atomic_file.h"
 #include "core/check.h"
 #include "hdf5_util.h"
 
@@ -33,9 +34,18 @@ struct ShardSetWriter::Impl {
   uint64_t source_bytes = 0;
   ShardManifest manifest;
   bool finished = false;
+  bool failed = false;  // a shard could not be written: the writer takes nothing more
 
   uint64_t open_tokens() const { return doc_offsets.back(); }
   void write_shard();
+  void write_shard_or_fail() {
+    try {
+      write_shard();
+    } catch (...) {
+      failed = true;
+      throw;
+    }
+  }
 };
 
 namespace {
@@ -64,22 +74,31 @@ void ShardSetWriter::Impl::write_shard() {
   const uint64_t documents = doc_offsets.size() - 1;
   const std::string name = fmt::format("shard-{:05d}.h5", manifest.shards.size());
   const std::string path = (fs::path(dir) / name).string();
-  const std::string temporary = path + ".tmp";
   const void* token_data = token_width == 2 ? static_cast<const void*>(tokens16.data()) : tokens32.data();
   uint32_t crc = data_internal::crc32_update(0, token_data, count * token_width);
   crc = data_internal::crc32_update(crc, doc_offsets.data(), doc_offsets.size() * sizeof(uint64_t));
   const std::string checksum = data_internal::checksum_string(crc);
+  // HDF5 builds the file in memory (the core driver, no backing store) and tsumugi writes the
+  // image itself: HDF5 never meets a failing write (after one, closing the file fails and the
+  // library crashes at exit), a full disk is one clear error, and the shard appears under its
+  // name only once complete (write_file_atomically).
+  std::string image;
   {
     std::lock_guard lock(data_internal::hdf5_mutex());
     H5ErrorCapture errors;
     H5Handle creation(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
     H5Pset_obj_track_times(creation.get(), false);
-    H5Handle file(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, creation.get(), H5P_DEFAULT), H5Fclose);
-    TSU_CHECK(file.valid(), IOError, "[shard] {}: cannot create: {}", temporary, errors.message());
+    H5Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    const uint64_t estimate = count * token_width + doc_offsets.size() * sizeof(uint64_t) + (64 << 10);
+    TSU_CHECK(H5Pset_fapl_core(access.get(), static_cast<size_t>(std::min<uint64_t>(estimate, uint64_t{1} << 30)),
+                               false) >= 0,
+              IOError, "[shard] {}: cannot set up the in-memory file: {}", path, errors.message());
+    H5Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, creation.get(), access.get()), H5Fclose);
+    TSU_CHECK(file.valid(), IOError, "[shard] {}: cannot create: {}", path, errors.message());
     write_dataset(file.get(), "tokens", token_width == 2 ? H5T_STD_U16LE : H5T_STD_U32LE,
-                  token_width == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32, token_data, count, temporary);
+                  token_width == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32, token_data, count, path);
     write_dataset(file.get(), "doc_offsets", H5T_STD_U64LE, H5T_NATIVE_UINT64, doc_offsets.data(), doc_offsets.size(),
-                  temporary);
+                  path);
     using namespace data_internal;
     write_string_attribute(file.get(), "format", kShardFormat);
     write_u64_attribute(file.get(), "format_version", kShardFormatVersion);
@@ -90,11 +109,19 @@ void ShardSetWriter::Impl::write_shard() {
     write_u64_attribute(file.get(), "document_count", documents);
     write_u64_attribute(file.get(), "source_bytes", source_bytes);
     write_string_attribute(file.get(), "checksum", checksum);
-    TSU_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0, IOError, "[shard] {}: cannot write: {}", temporary,
-              errors.message());
+    // The tokens now live in HDF5's memory: free them before the image doubles it.
+    std::vector<uint16_t>().swap(tokens16);
+    std::vector<uint32_t>().swap(tokens32);
+    TSU_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0, IOError, "[shard] {}: cannot build the file image: {}", path,
+              errors.message());  // the metadata, from HDF5's cache into the image
+    const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
+    TSU_CHECK(size > 0, IOError, "[shard] {}: cannot build the file image: {}", path, errors.message());
+    image.resize(static_cast<size_t>(size));
+    TSU_CHECK(H5Fget_file_image(file.get(), image.data(), image.size()) == size, IOError,
+              "[shard] {}: cannot build the file image: {}", path, errors.message());
   }
-  fs::rename(temporary, path);
-  manifest.shards.push_back({name, count, documents, source_bytes, fs::file_size(path), checksum});
+  data_internal::write_file_atomically(path, image, "shard");
+  manifest.shards.push_back({name, count, documents, source_bytes, image.size(), checksum});
   manifest.tokens += count;
   manifest.documents += documents;
   manifest.source_bytes += source_bytes;
@@ -122,7 +149,8 @@ ShardSetWriter::ShardSetWriter(std::string dir, std::string split, std::string t
   fs::create_directories(d.dir);
   for (const auto& entry : fs::directory_iterator(d.dir)) {
     const std::string name = entry.path().filename().string();
-    if ((name.starts_with("shard-") && (name.ends_with(".h5") || name.ends_with(".h5.tmp"))) || name == "manifest.json") {
+    if ((name.starts_with("shard-") && (name.ends_with(".h5") || name.ends_with(".h5.tmp"))) || name == "manifest.json" ||
+        name == "manifest.json.tmp") {
       fs::remove(entry.path());
     }
   }
@@ -138,6 +166,7 @@ ShardSetWriter::~ShardSetWriter() = default;
 void ShardSetWriter::add_document(std::span<const int32_t> tokens, uint64_t source_bytes) {
   Impl& d = *impl_;
   TSU_CHECK(!d.finished, ValueError, "[shards] add_document after finish");
+  TSU_CHECK(!d.failed, IOError, "[shards] {}: an earlier shard could not be written", d.dir);
   TSU_CHECK(!tokens.empty() && tokens.back() == d.eos_id, ValueError,
             "[shards] a document must end with EOS ({}); got {} tokens", d.eos_id, tokens.size());
   for (int32_t id : tokens) {
@@ -151,13 +180,14 @@ void ShardSetWriter::add_document(std::span<const int32_t> tokens, uint64_t sour
   }
   d.doc_offsets.push_back(d.doc_offsets.back() + tokens.size());
   d.source_bytes += source_bytes;
-  if (d.open_tokens() >= d.shard_tokens) d.write_shard();
+  if (d.open_tokens() >= d.shard_tokens) d.write_shard_or_fail();
 }
 
 ShardManifest ShardSetWriter::finish() {
   Impl& d = *impl_;
   TSU_CHECK(!d.finished, ValueError, "[shards] finish called twice");
-  if (d.open_tokens() > 0) d.write_shard();
+  TSU_CHECK(!d.failed, IOError, "[shards] {}: an earlier shard could not be written; no manifest.json", d.dir);
+  if (d.open_tokens() > 0) d.write_shard_or_fail();
   d.finished = true;
   d.manifest.save(d.dir);
   return d.manifest;

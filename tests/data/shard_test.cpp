@@ -101,6 +101,27 @@ TEST(ShardSet, RejectsDocumentsWithoutEos) {
   EXPECT_THROW(writer.add_document(no_eos, 3), ValueError);
 }
 
+// A shard that cannot be written (here its temporary's name is taken by a folder; in life a full
+// disk) is one IOError naming the shard; nothing is left under the shard's name, no manifest
+// vouches for the split, and the writer takes no more documents.
+TEST(ShardSet, AShardThatCannotBeWrittenLeavesNoSplitBehind) {
+  ScratchDir dir("tsumugi-shards-unwritable");
+  const auto documents = make_token_documents(100, 8000);
+  ShardSetWriter writer(dir.str(), "train", kSha, 8000, 2, 200);
+  fs::create_directories(fs::path(dir / "shard-00001.h5.tmp") / "blocker");
+  const std::string message = expect_io_error([&] {
+    for (const auto& document : documents) writer.add_document(document, document.size());
+  });
+  EXPECT_NE(message.find("shard-00001.h5"), std::string::npos) << message;
+  EXPECT_TRUE(fs::exists(dir / "shard-00000.h5"));  // the shard before it is complete
+  EXPECT_FALSE(fs::exists(dir / "shard-00001.h5"));
+  EXPECT_FALSE(fs::exists(dir / "manifest.json"));
+  EXPECT_THROW(writer.add_document(documents[0], 1), IOError);
+  EXPECT_THROW(writer.finish(), IOError);
+  EXPECT_FALSE(fs::exists(dir / "manifest.json"));
+  EXPECT_NE(expect_io_error([&] { ShardSet::open(dir.str()); }).find("manifest.json"), std::string::npos);
+}
+
 class DamagedShard : public ::testing::Test {
  protected:
   void SetUp() override {

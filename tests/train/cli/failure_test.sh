@@ -50,10 +50,15 @@ ls "$work/full/checkpoints" | grep -q tmp && { echo "FAIL: a temporary checkpoin
 echo "ok   full disk: checkpoint of step 5 intact and loadable"
 
 # Kills at random moments of a run that saves every step: the newest checkpoint always loads.
+# (exec: $pid is tsumugi, not a subshell that kill -9 would end while tsumugi goes on; each kill
+# comes 10-90 ms after the run has gone past the step the previous one reached.)
 for i in 1 2 3 4 5; do
-  run kills --set checkpoint.every=1 --set train.steps=30 > /dev/null 2>&1 &
+  before=$(steps_done "$work/kills")
+  (exec "$tsumugi" train "$work/tiny.toml" --set checkpoint.dir="$work/kills" --set checkpoint.every=1 \
+    --set train.steps=30 > /dev/null 2>&1) &
   pid=$!
-  sleep "0.$((RANDOM % 9 + 1))"
+  while [ "$(steps_done "$work/kills")" -le "$before" ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done
+  sleep "0.0$((RANDOM % 9 + 1))"
   kill -9 $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
   if [ -e "$work/kills/checkpoints/latest" ]; then
