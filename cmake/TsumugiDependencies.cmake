@@ -36,6 +36,21 @@ if(NOT TSUMUGI_CUDA STREQUAL "OFF")
 endif()
 message(STATUS "tsumugi: CUDA ${TSUMUGI_HAS_CUDA}")
 
+# NCCL (the GPU process group) ships beside the toolkit on our machines: include/nccl.h and
+# lib64/libnccl.so (or lib/). Without it the NCCL group is a stub that throws.
+set(TSUMUGI_HAS_NCCL OFF)
+if(TSUMUGI_HAS_CUDA AND TSUMUGI_NCCL)
+  find_path(TSUMUGI_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_ROOT}/include)
+  find_library(TSUMUGI_NCCL_LIBRARY nccl
+               HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_ROOT}/lib64 ${CUDAToolkit_ROOT}/lib)
+  if(TSUMUGI_NCCL_INCLUDE AND TSUMUGI_NCCL_LIBRARY)
+    set(TSUMUGI_HAS_NCCL ON)
+  else()
+    message(WARNING "tsumugi: TSUMUGI_NCCL is on but nccl.h or libnccl was not found; the NCCL group is not built")
+  endif()
+endif()
+message(STATUS "tsumugi: NCCL ${TSUMUGI_HAS_NCCL}")
+
 # Tokenizer and data pipeline: SentencePiece, HDF5 (C API), zlib and zstd for compressed inputs.
 pkg_check_modules(SentencePiece REQUIRED IMPORTED_TARGET sentencepiece)
 # HDF5 through pkg-config: FindHDF5 needs the C language enabled, which consumers need not have.

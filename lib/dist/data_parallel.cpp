@@ -39,7 +39,6 @@ struct DataParallel::Impl {
     std::shared_ptr<Work> work;
     Clock::time_point launched;
   };
-  Module& module;
   std::shared_ptr<ProcessGroup> group;
   std::vector<Tensor> params;
   std::vector<std::pair<size_t, size_t>> slot_of;  // param -> (bucket, member)
@@ -48,7 +47,7 @@ struct DataParallel::Impl {
   std::mutex stats_mutex;
   Stats stats;
 
-  Impl(Module& m, std::shared_ptr<ProcessGroup> g) : module(m), group(std::move(g)) {}
+  explicit Impl(std::shared_ptr<ProcessGroup> g) : group(std::move(g)) {}
 
   void launch(Bucket& bucket) {
     bucket.launched = Clock::now();
@@ -69,8 +68,11 @@ struct DataParallel::Impl {
 };
 
 DataParallel::DataParallel(Module& module, std::shared_ptr<ProcessGroup> group, DataParallelOptions options)
-    : impl_(std::make_unique<Impl>(module, std::move(group))) {
-  for (auto& [name, p] : module.named_parameters()) {
+    : DataParallel(module.named_parameters(), std::move(group), options) {}
+
+DataParallel::DataParallel(const NamedTensors& params, std::shared_ptr<ProcessGroup> group, DataParallelOptions options)
+    : impl_(std::make_unique<Impl>(std::move(group))) {
+  for (auto& [name, p] : params) {
     TSU_CHECK(p.dtype() == DType::f32 && p.device().is_cpu(), ValueError,
               "[data_parallel] parameter {} must be an f32 cpu tensor", name);
     impl_->params.push_back(p);

@@ -131,6 +131,28 @@ class AsyncWork : public Work {
   std::future<void> done_;
 };
 
+// A non-blocking send or receive: holds the tensor until the request completes.
+class RequestWork : public Work {
+ public:
+  RequestWork(Tensor tensor, MPI_Request request, const char* op, int rank, uint64_t sequence,
+              std::chrono::milliseconds timeout)
+      : tensor_(std::move(tensor)), request_(request), op_(op), rank_(rank), sequence_(sequence), timeout_(timeout) {}
+  void wait() override {
+    if (request_ == MPI_REQUEST_NULL) return;
+    Watched w(op_, rank_, sequence_, timeout_);
+    check_mpi(MPI_Wait(&request_, MPI_STATUS_IGNORE), op_, rank_);
+    tensor_ = Tensor();
+  }
+
+ private:
+  Tensor tensor_;
+  MPI_Request request_;
+  const char* op_;
+  int rank_;
+  uint64_t sequence_;
+  std::chrono::milliseconds timeout_;
+};
+
 // Runs tasks one after another on its own thread.
 class CommThread {
  public:
@@ -261,6 +283,22 @@ class MpiGroup : public ProcessGroup {
     Watched w("recv", rank_, ++sequence_, timeout_);
     check_mpi(MPI_Recv(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, src, tag, comm_, MPI_STATUS_IGNORE), "recv",
               rank_);
+  }
+
+  std::shared_ptr<Work> send_async(Tensor t, int dst, int tag) override {
+    check_cpu_contiguous(t, "send_async");
+    MPI_Request request;
+    check_mpi(MPI_Isend(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, dst, tag, comm_, &request), "send_async",
+              rank_);
+    return std::make_shared<RequestWork>(std::move(t), request, "send_async", rank_, ++sequence_, timeout_);
+  }
+
+  std::shared_ptr<Work> recv_async(Tensor t, int src, int tag) override {
+    check_cpu_contiguous(t, "recv_async");
+    MPI_Request request;
+    check_mpi(MPI_Irecv(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, src, tag, comm_, &request), "recv_async",
+              rank_);
+    return std::make_shared<RequestWork>(std::move(t), request, "recv_async", rank_, ++sequence_, timeout_);
   }
 
   void barrier() override {

@@ -55,6 +55,14 @@ std::chrono::milliseconds ProcessGroup::default_timeout() {
   return std::chrono::seconds(600);
 }
 
+std::shared_ptr<Work> ProcessGroup::send_async(Tensor, int, int) {
+  TSU_FAIL(NotImplementedError, "[send_async] the {} backend has no non-blocking send", backend());
+}
+
+std::shared_ptr<Work> ProcessGroup::recv_async(Tensor, int, int) {
+  TSU_FAIL(NotImplementedError, "[recv_async] the {} backend has no non-blocking receive", backend());
+}
+
 std::shared_ptr<ProcessGroup> local_group() { return std::make_shared<LocalGroup>(); }
 
 bool launched_with_mpi() {

@@ -145,10 +145,24 @@ std::string CheckpointManager::save(int64_t step, const StateDict& model, const 
   TSU_CHECK(!ec, IOError, "[checkpoint] cannot update {}/latest: {}", root, ec.message());
   fsync_path(root, true);
 
-  // Keep the newest `keep` complete checkpoints; never the one just written.
+  // Keep the newest `keep` complete checkpoints; never the one just written. A checkpoint is first
+  // renamed out of the step-N names, so a kill while its files go leaves no half checkpoint
+  // under a step name; what such kills (or kills during a write) left is swept here.
   std::vector<std::string> complete = list();
-  for (size_t i = 0; i + static_cast<size_t>(keep_) < complete.size(); ++i)
-    if (complete[i] != final_dir) fs::remove_all(complete[i], ec);
+  for (size_t i = 0; i + static_cast<size_t>(keep_) < complete.size(); ++i) {
+    if (complete[i] == final_dir) continue;
+    const std::string doomed = complete[i] + ".pruned";
+    fs::rename(complete[i], doomed, ec);
+    fs::remove_all(ec ? complete[i] : doomed, ec);
+  }
+  std::vector<std::string> leftovers;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool leftover = name.starts_with("step-") && (name.find(".tmp-") != std::string::npos ||
+                                                        name.ends_with(".pruned") || name.ends_with(".old"));
+    if (leftover && !entry.is_symlink(ec)) leftovers.push_back(entry.path().string());
+  }
+  for (const std::string& path : leftovers) fs::remove_all(path, ec);
   return final_dir;
 }
 

@@ -110,6 +110,7 @@ const std::vector<Field>& fields() {
     f.push_back(make_field("parallel.dp", &C::parallel, &ParallelConfig::dp, "data-parallel degree (0: world / pp)"));
     f.push_back(make_field("parallel.pp", &C::parallel, &ParallelConfig::pp, "pipeline stages"));
     f.push_back(make_field("parallel.schedule", &C::parallel, &ParallelConfig::schedule, "pipeline schedule: gpipe | 1f1b", {"gpipe", "1f1b"}));
+    f.push_back(make_field("parallel.stage_layers", &C::parallel, &ParallelConfig::stage_layers, "blocks per pipeline stage, \"6,6,4\" (\"\": balanced by compute)"));
     f.push_back(make_field("parallel.zero", &C::parallel, &ParallelConfig::zero, "0: replicated optimizer state, 1: sharded (ZeRO-1)"));
     f.push_back(make_field("parallel.deterministic", &C::parallel, &ParallelConfig::deterministic, "identical bits for any rank count and micro-batch split"));
     f.push_back(make_field("parallel.threads", &C::parallel, &ParallelConfig::threads, "CPU threads per rank (0: cores / local ranks)"));
@@ -127,6 +128,8 @@ const std::vector<Field>& fields() {
     f.push_back(make_field("eval.top_k", &C::eval, &EvalConfig::top_k, "sample from the k most likely tokens (0: off)"));
     f.push_back(make_field("eval.top_p", &C::eval, &EvalConfig::top_p, "nucleus sampling mass (1: off)"));
     f.push_back(make_field("log.every", &C::log, &LogConfig::every, "progress line every N steps"));
+    f.push_back(make_field("log.trace", &C::log, &LogConfig::trace, "Chrome trace file of the first log.trace_steps steps (\"\": none)"));
+    f.push_back(make_field("log.trace_steps", &C::log, &LogConfig::trace_steps, "steps the trace covers"));
     f.push_back(make_field("device.type", &C::device, &DeviceConfig::type, "cpu | cuda", {"cpu", "cuda"}));
     return f;
   }();
@@ -368,6 +371,11 @@ void validate_config(const TrainConfig& c) {
   require(c.eval.temperature > 0 && c.eval.top_k >= 0 && c.eval.top_p > 0 && c.eval.top_p <= 1, "eval.temperature/top_k/top_p",
           "must be temperature > 0, top_k >= 0, 0 < top_p <= 1");
   require(c.log.every > 0, "log.every", "must be positive");
+  require(c.log.trace_steps > 0, "log.trace_steps", "must be positive");
+  require(c.parallel.pp == 1 || c.model.dropout == 0, "model.dropout",
+          "must be 0 with parallel.pp > 1 (pipeline stages do not share the dropout generator yet)");
+  require(c.parallel.pp <= c.model.layers, "parallel.pp",
+          fmt::format("({}) must not exceed model.layers ({}): every stage needs a block", c.parallel.pp, c.model.layers));
   require(c.device.type == "cuda" || c.precision.compute == "f32", "precision.compute",
           "bf16 and f16 need device.type = \"cuda\"");
 }

@@ -12,8 +12,9 @@ bool power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 
 }  // namespace
 
-GradientStep::GradientStep(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group)
-    : model_(model), config_(config), group_(std::move(group)) {
+GradientStep::GradientStep(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group,
+                           PipelineStage* stage)
+    : model_(model), config_(config), group_(std::move(group)), stage_(stage) {
   const int64_t dp = group_->size();
   const int64_t micro_batches = config.train.global_batch / config.train.micro_batch;
   TSU_CHECK(config.train.global_batch % (config.train.micro_batch * dp) == 0, ConfigError,
@@ -24,13 +25,47 @@ GradientStep::GradientStep(CausalLM& model, const TrainConfig& config, std::shar
               "[config] parallel.deterministic needs a power-of-two number of data-parallel ranks ({}) and of "
               "micro-batches per step (train.global_batch / train.micro_batch = {})",
               dp, micro_batches);
-    tree_ = std::make_unique<TreeGradientAccumulator>(model.parameters());
-  } else if (dp > 1 && config.parallel.zero == 0) {  // ZeRO-1 reduce-scatters in the optimizer instead
-    data_parallel_ = std::make_unique<DataParallel>(model, group_);
+    std::vector<Tensor> params;
+    if (!stage) {
+      params = model.parameters();
+    } else {
+      // The last stage's copy of a tied embedding gets the first stage's summed gradient instead.
+      for (const auto& [name, p] : stage->parameters())
+        if (!stage->is_tied_copy(name)) params.push_back(p);
+    }
+    tree_ = std::make_unique<TreeGradientAccumulator>(params);
+  } else if (dp > 1 && (config.parallel.zero == 0 || stage)) {
+    // ZeRO-1 reduce-scatters in the optimizer instead, except under a pipeline, whose gradient
+    // norm needs each stage's whole reduced gradient.
+    data_parallel_ = stage ? std::make_unique<DataParallel>(stage->parameters(), group_)
+                           : std::make_unique<DataParallel>(model, group_);
   }
 }
 
+double GradientStep::run_pipeline(const Batch& batch, double loss_scale) {
+  const int64_t local_micro_batches = batch.inputs.size(0) / config_.train.micro_batch;
+  const int64_t total_micro_batches = local_micro_batches * group_->size();
+  // The same loss weights as one process: each micro-batch's own gradient (a tree leaf), or the
+  // mean over this rank's micro-batches.
+  const double weight = tree_ || local_micro_batches == 1 ? loss_scale : loss_scale / static_cast<double>(local_micro_batches);
+  PipelineStage::BackwardHook before, after;
+  if (data_parallel_) before = [this](int64_t, bool last) { data_parallel_->set_gradient_sync(last); };
+  if (tree_) after = [this](int64_t, bool) { tree_->add(); };
+  const double loss_sum = stage_->run(batch.inputs, batch.targets, config_.train.micro_batch, weight,
+                                      config_.train.z_loss, before, after);
+  if (tree_) tree_->finish(*group_, 1.0 / static_cast<double>(total_micro_batches));
+  else if (data_parallel_) data_parallel_->synchronize_gradients();
+  stage_->finish_tied_gradients();
+  Tensor loss = from_data<double>({loss_sum});
+  if (group_->size() > 1) {
+    if (config_.parallel.deterministic) group_->all_reduce_tree(loss);
+    else group_->all_reduce(loss);
+  }
+  return loss.item<double>() / static_cast<double>(total_micro_batches);
+}
+
 double GradientStep::run(const Batch& batch, double loss_scale) {
+  if (stage_) return run_pipeline(batch, loss_scale);
   const int64_t micro = config_.train.micro_batch;
   const int64_t local_micro_batches = batch.inputs.size(0) / micro;
   const int64_t vocab = model_.config().vocab;

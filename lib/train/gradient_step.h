@@ -4,6 +4,7 @@
 #include <tsumugi/core/nn/transformer.h>
 #include <tsumugi/data/loader.h>
 #include <tsumugi/dist/data_parallel.h>
+#include <tsumugi/dist/pipeline_stage.h>
 #include <tsumugi/train/config.h>
 
 #include <memory>
@@ -15,7 +16,10 @@ class GradientStep {
  public:
   /// `group` holds the data-parallel ranks. Deterministic mode needs power-of-two counts of
   /// ranks and of micro-batches (checked here, with an error naming the keys).
-  GradientStep(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group);
+  /// With a pipeline `stage`, this rank runs its stage of every micro-batch under the stage's
+  /// schedule, and `group` holds the stage's data-parallel ranks.
+  GradientStep(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group,
+               PipelineStage* stage = nullptr);
 
   /// Runs this rank's rows (global_batch / dp, T) in micro-batches of train.micro_batch and
   /// leaves the mean gradient over the global batch in every parameter's .grad (under ZeRO-1 in
@@ -27,9 +31,12 @@ class GradientStep {
   std::optional<DataParallel::Stats> communication() const;
 
  private:
+  double run_pipeline(const Batch& batch, double loss_scale);
+
   CausalLM& model_;
   const TrainConfig& config_;
   std::shared_ptr<ProcessGroup> group_;
+  PipelineStage* stage_;
   std::unique_ptr<DataParallel> data_parallel_;       // default mode, several ranks
   std::unique_ptr<TreeGradientAccumulator> tree_;     // deterministic mode
 };

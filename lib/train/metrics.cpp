@@ -1,5 +1,10 @@
 #include "metrics.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <vector>
 
@@ -21,10 +26,18 @@ MetricsFile::MetricsFile(const std::string& path, int64_t resume_step) : path_(p
       }
     }
   }
-  file_ = std::fopen(path.c_str(), "w");
+  // The kept history goes to a temporary that replaces the file by rename, so a kill at any
+  // moment leaves either the old history or the new one, never an emptied file.
+  const std::string temporary = path + ".tmp";
+  std::FILE* out = std::fopen(temporary.c_str(), "w");
+  TSU_CHECK(out != nullptr, IOError, "[metrics] cannot write {}", temporary);
+  for (const std::string& line : kept) std::fprintf(out, "%s\n", line.c_str());
+  const bool written = std::fflush(out) == 0 && ::fsync(::fileno(out)) == 0;
+  const bool closed = std::fclose(out) == 0;
+  TSU_CHECK(written && closed && std::rename(temporary.c_str(), path.c_str()) == 0, IOError,
+            "[metrics] cannot write {}: {}", path, std::strerror(errno));
+  file_ = std::fopen(path.c_str(), "a");
   TSU_CHECK(file_ != nullptr, IOError, "[metrics] cannot write {}", path);
-  for (const std::string& line : kept) std::fprintf(file_, "%s\n", line.c_str());
-  std::fflush(file_);
 }
 
 MetricsFile::~MetricsFile() {

@@ -11,6 +11,7 @@
 #include <tsumugi/train/schedule.h>
 #include <tsumugi/train/trainer.h>
 
+#include <fmt/format.h>
 #include <omp.h>
 #include <signal.h>
 #include <unistd.h>
@@ -79,13 +80,44 @@ struct Run {
   std::shared_ptr<const ShardSet> train_shards;
   std::shared_ptr<const ShardSet> valid_shards;
   std::shared_ptr<CausalLM> model;
+  std::unique_ptr<PipelineStage> stage;  // parallel.pp > 1
   std::unique_ptr<TrainerOptimizer> optimizer;
   int64_t start_step = 0;
   std::vector<double> loss_window;  // the spike detector's, from the checkpoint
 };
 
-Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<ProcessGroup>& group) {
-  const bool leader = group->rank() == 0;
+// The first layer of each stage: the recipe's parallel.stage_layers, else balanced by compute.
+std::vector<int64_t> stage_starts(const TrainConfig& c) {
+  if (c.parallel.stage_layers.empty()) return balance_layers(c.model, c.data.seq_len, c.parallel.pp);
+  std::vector<int64_t> starts;
+  int64_t next = 0;
+  std::string_view rest = c.parallel.stage_layers;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string item(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    int64_t count = 0;
+    try {
+      size_t used = 0;
+      count = std::stoll(item, &used);
+      if (used != item.size()) count = 0;
+    } catch (const std::exception&) {
+    }
+    TSU_CHECK(count > 0, ConfigError, "[config] parallel.stage_layers = \"{}\": '{}' is not a positive block count",
+              c.parallel.stage_layers, item);
+    starts.push_back(next);
+    next += count;
+  }
+  TSU_CHECK(static_cast<int64_t>(starts.size()) == c.parallel.pp && next == c.model.layers, ConfigError,
+            "[config] parallel.stage_layers = \"{}\" must give {} stages (parallel.pp) whose blocks add up to "
+            "model.layers ({})",
+            c.parallel.stage_layers, c.parallel.pp, c.model.layers);
+  return starts;
+}
+
+Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<ProcessGroup>& group,
+              const std::shared_ptr<ProcessGroup>& pp_group) {
+  const bool leader = group->rank() == 0 && pp_group->rank() == 0;
   const Device device = recipe.device.type == "cuda" ? Device::cuda(process_info().local_rank % std::max(1, cuda_device_count()))
                                                      : Device::cpu();
   if (device.is_cuda()) {
@@ -96,7 +128,7 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
               "[train] device.type = \"cuda\" with {} processes: multi-GPU training needs the NCCL process group, "
               "which is not built yet; run one process", group->size());
   }
-  Run run{recipe, Tokenizer::load(recipe.data.tokenizer), {}, {}, {}, {}, 0};
+  Run run{recipe, Tokenizer::load(recipe.data.tokenizer), {}, {}, {}, {}, {}, 0, {}};
   TrainConfig& c = run.config;
   if (c.model.vocab == 0) c.model.vocab = run.tokenizer.vocab_size();
   TSU_CHECK(c.model.vocab >= run.tokenizer.vocab_size(), ConfigError,
@@ -109,6 +141,15 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
 
   run.model = make_model(c.model);
   run.model->init_weights(c.train.seed);
+  if (pp_group->size() > 1) {
+    TSU_CHECK(device.is_cpu(), NotImplementedError,
+              "[train] parallel.pp > 1 on cuda needs the NCCL process group in the trainer, not built yet");
+    run.stage = std::make_unique<PipelineStage>(
+        *run.model, pp_group,
+        PipelineOptions{.schedule = parse_pipeline_schedule(c.parallel.schedule),
+                        .stage_starts = stage_starts(c),
+                        .per_micro_batch_tied_sum = c.parallel.deterministic});
+  }
   run.model->dropout_generator() = Generator(c.train.seed ^ 0x64726f70ull);  // "drop"
   // Weights are initialised (or loaded) in fp32 on the CPU, then moved: the same seed gives the
   // same start on every device. A bf16/f16 model's fp32 master weights live in the optimizer.
@@ -119,7 +160,7 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
       for (const auto& [name, tensor] : run.model->state_dict()) fp32[name] = tensor.detach().clone();
     run.model->to(device);
     run.model->to(compute);
-    run.optimizer = std::make_unique<TrainerOptimizer>(*run.model, c, group);
+    run.optimizer = std::make_unique<TrainerOptimizer>(*run.model, c, group, run.stage.get());
     if (compute != DType::f32) run.optimizer->load_master_weights(fp32);
   };
   bool placed = false;
@@ -163,7 +204,8 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
   return run;
 }
 
-std::string trainer_state(const Run& run, int64_t step, double loss, int world, const std::vector<double>& loss_window) {
+std::string trainer_state(const Run& run, int64_t step, double loss, int world, int pp,
+                          const std::vector<double>& loss_window) {
   const TrainConfig& c = run.config;
   nlohmann::json state = {
       {"step", step},
@@ -173,7 +215,7 @@ std::string trainer_state(const Run& run, int64_t step, double loss, int world, 
       {"loss_window", loss_window},
       {"loss", loss},
       {"tokenizer_sha256", run.tokenizer.sha256()},
-      {"layout", {{"world", world}, {"dp", world}, {"pp", 1}, {"micro_batch", c.train.micro_batch}}},
+      {"layout", {{"world", world}, {"dp", world / pp}, {"pp", pp}, {"micro_batch", c.train.micro_batch}}},
       {"config", config_to_toml(c)}};
   return state.dump();
 }
@@ -198,13 +240,21 @@ double measure_gemm_gflops(Device device, DType dtype) {
 
 TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   const ParallelConfig& parallel = recipe.parallel;
-  std::shared_ptr<ProcessGroup> group = default_group();
+  const std::shared_ptr<ProcessGroup> world_group = default_group();
   const ProcessInfo where = process_info();
-  const int rank = group->rank(), world = group->size();
-  TSU_CHECK(parallel.pp == 1, NotImplementedError, "[train] parallel.pp = {}: pipeline parallelism is not built yet",
-            parallel.pp);
-  TSU_CHECK(parallel.dp == 0 || parallel.dp == world, ConfigError,
-            "[config] parallel.dp = {} but the job has {} processes (pp = 1)", parallel.dp, world);
+  const int world = world_group->size();
+  const int pp = static_cast<int>(parallel.pp);
+  TSU_CHECK(world % pp == 0, ConfigError, "[config] parallel.pp = {} does not divide the job's {} processes", pp, world);
+  TSU_CHECK(parallel.dp == 0 || parallel.dp * pp == world, ConfigError,
+            "[config] parallel.dp = {} x parallel.pp = {} but the job has {} processes", parallel.dp, pp, world);
+  // The mesh: world rank = d * pp + s. Stage s of replica d talks to its neighbours in its
+  // pipeline group, and all-reduces its gradients with stage s of the other replicas.
+  std::shared_ptr<ProcessGroup> group = world_group, pp_group = local_group();
+  if (pp > 1) {
+    pp_group = world_group->split(world_group->rank() / pp, world_group->rank() % pp);
+    group = world_group->split(world_group->rank() % pp, world_group->rank() / pp);
+  }
+  const int rank = group->rank(), dp = group->size();
   // Threads: the recipe's, else this node's cores shared among its ranks.
   const int threads = parallel.threads > 0 ? static_cast<int>(parallel.threads)
                                            : std::max(1, omp_get_num_procs() / std::max(1, where.local_world));
@@ -212,12 +262,13 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   if (parallel.blas_threads > 0 || parallel.deterministic)
     set_blas_threads(parallel.blas_threads > 0 ? static_cast<int>(parallel.blas_threads) : 1);
 
-  Run run = build_run(recipe, resume, group);
+  Run run = build_run(recipe, resume, group, pp_group);
   const TrainConfig& c = run.config;
   CausalLM& model = *run.model;
   TrainerOptimizer& optimizer = *run.optimizer;
-  if (world > 1) broadcast_parameters(model, *group);  // identical start everywhere, checksum-verified
-  const bool leader = rank == 0;  // writes files and prints
+  PipelineStage* stage = run.stage.get();
+  if (world > 1) broadcast_parameters(model, *world_group);  // identical start everywhere, checksum-verified
+  const bool leader = world_group->rank() == 0;  // writes files and prints
   const std::string run_dir = c.checkpoint.dir;
   CheckpointManager checkpoints(run_dir, c.checkpoint.keep);
   std::unique_ptr<MetricsFile> metrics;
@@ -231,16 +282,16 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     if (metrics) metrics->write(record);
   };
 
-  GradientStep gradient_step(model, c, group);
-  const int64_t accumulation = c.train.global_batch / c.train.micro_batch / world;  // micro-batches per rank
+  GradientStep gradient_step(model, c, group, stage);
+  const int64_t accumulation = c.train.global_batch / c.train.micro_batch / dp;  // micro-batches per rank
   // Each step, rank r takes rows [r G / R, (r + 1) G / R) of the global batch: consecutive
   // micro-batches, as the deterministic tree needs.
   DataLoader loader(run.train_shards,
                     LoaderOptions{.seq_len = c.data.seq_len, .global_batch = c.train.global_batch, .rank = rank,
-                                  .world = world, .seed = c.data.seed,
+                                  .world = dp, .seed = c.data.seed,
                                   .samples_consumed = static_cast<uint64_t>(run.start_step * c.train.global_batch)});
   std::optional<ValidationIterator> validation;
-  if (run.valid_shards) validation.emplace(run.valid_shards, c.data.seq_len, c.train.micro_batch, rank, world);
+  if (run.valid_shards) validation.emplace(run.valid_shards, c.data.seq_len, c.train.micro_batch, rank, dp);
   const LRSchedule schedule{.kind = c.train.schedule, .lr = c.train.lr, .min_lr = c.train.min_lr,
                             .warmup_steps = c.train.warmup_steps, .total_steps = c.train.steps,
                             .decay_fraction = c.train.decay_fraction};
@@ -254,9 +305,19 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                 "%lld), %d threads per rank, run in %s\n",
                 std::string(arch_name(c.model.arch)).c_str(), model.num_parameters() / 1e6,
                 static_cast<long long>(c.train.steps), static_cast<long long>(c.train.global_batch),
-                static_cast<long long>(c.data.seq_len), static_cast<long long>(world),
+                static_cast<long long>(c.data.seq_len), static_cast<long long>(dp),
                 static_cast<long long>(accumulation), static_cast<long long>(c.train.micro_batch), threads,
                 run_dir.c_str());
+  if (leader && stage) {
+    std::string cut;
+    for (int64_t s = 0; s < pp; ++s) {
+      const int64_t begin = stage->stage_starts()[static_cast<size_t>(s)];
+      const int64_t end = s + 1 < pp ? stage->stage_starts()[static_cast<size_t>(s + 1)] : c.model.layers;
+      cut += fmt::format("{}stage {}: blocks {}-{}", s == 0 ? "" : ", ", s, begin, end - 1);
+    }
+    std::printf("pipeline: %d stages x %d data-parallel replicas, %s schedule, %lld micro-batches per step; %s\n", pp, dp,
+                c.parallel.schedule.c_str(), static_cast<long long>(accumulation), cut.c_str());
+  }
 
   const std::optional<InjectedFault> fault = injected_fault();
   LossSpikeDetector spikes(c.train.spike_window, c.train.spike_zscore);
@@ -270,15 +331,27 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   auto save = [&](int64_t step) {
     // Every rank holds the same weights and optimizer state: rank 0 writes, the others wait so
     // that no rank runs ahead of a checkpoint that might fail.
-    const StateDict optimizer_state = optimizer.state_dict();  // collective under ZeRO
+    StateDict optimizer_state = optimizer.state_dict();  // collective under ZeRO
+    StateDict weights = optimizer.model_weights(model);
+    if (stage) {  // every stage's weights and state from their owners
+      stage->sync_weights(weights);
+      optimizer_state = stage->gather_optimizer_state(optimizer_state);
+    }
     if (leader)
-      outcome.checkpoint = checkpoints.save(step, optimizer.model_weights(model), optimizer_state,
-                                            trainer_state(run, step, outcome.loss, world, spikes.values()));
-    group->barrier();
+      outcome.checkpoint = checkpoints.save(step, weights, optimizer_state,
+                                            trainer_state(run, step, outcome.loss, world, pp, spikes.values()));
+    world_group->barrier();
     last_saved = step;
+  };
+  // Evaluation and samples run the whole model on every stage, its weights fresh from their owners.
+  auto sync_model = [&] {
+    if (!stage) return;
+    StateDict live = model.state_dict();
+    stage->sync_weights(live);
   };
   auto run_eval = [&](int64_t step) {
     if (!validation) return;
+    sync_model();
     const EvalResult r = evaluate(model, *validation, run.tokenizer, c.eval.batches, group.get());
     outcome.eval = r;
     log_metrics({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity}, {"val_bpb", r.bits_per_byte},
@@ -289,6 +362,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                 static_cast<long long>(r.tokens));
   };
   auto print_sample = [&](int64_t step) {
+    sync_model();
     if (!leader) return;
     std::vector<int64_t> prompt;
     for (int32_t id : run.tokenizer.encode(c.eval.prompt)) prompt.push_back(id);
@@ -303,12 +377,51 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                 c.eval.prompt.c_str(), run.tokenizer.decode(ids).c_str());
   };
 
+  // The Chrome trace (log.trace): each rank's spans of the first log.trace_steps steps, on a
+  // time base started together after a barrier; rank 0 writes the file.
+  std::vector<PipelineSpan> trace;
+  double trace_origin = 0;
+  const int64_t trace_end = c.log.trace.empty() ? run.start_step : std::min(c.train.steps, run.start_step + c.log.trace_steps);
+  auto trace_span = [&](const std::string& name, const std::string& category, double start_us) {
+    if (!trace_origin) return;
+    const double end = steady_microseconds();
+    trace.push_back({name, category, start_us - trace_origin, end - start_us});
+  };
+  auto finish_trace = [&] {
+    if (!trace_origin) return;
+    if (stage) {
+      trace.insert(trace.end(), stage->spans().begin(), stage->spans().end());
+      stage->stop_trace();
+    }
+    const std::string label = stage ? fmt::format("rank {}: stage {}, replica {}", world_group->rank(), stage->stage(), rank)
+                                    : fmt::format("rank {}", world_group->rank());
+    write_chrome_trace(c.log.trace, *world_group, trace, label);
+    if (leader) std::printf("trace of steps %lld-%lld written to %s\n", static_cast<long long>(run.start_step + 1),
+                            static_cast<long long>(trace_end), c.log.trace.c_str());
+    trace_origin = 0;
+  };
+  if (trace_end > run.start_step) {
+    world_group->barrier();
+    trace_origin = steady_microseconds();
+    if (stage) stage->start_trace(trace_origin);
+  }
+  // The pipeline's idle share per step, from the second step on (the first includes warm-up).
+  double idle_sum = 0, pipeline_steps = 0;
+  int64_t peak_micro_batches = 0;
+
   for (int64_t step = run.start_step; step < c.train.steps;) {
     const auto step_start = Clock::now();
     const double lr = schedule.at(step);
     optimizer.set_lr(lr);
+    const double step_start_us = steady_microseconds();
     double loss = gradient_step.run(loader.next(), optimizer.loss_scale());
-    const std::string injected = trigger_fault(fault, step + 1, rank);
+    if (!stage) trace_span("forward + backward", "step", step_start_us);
+    if (stage && step > run.start_step) {
+      idle_sum += stage->last_step().idle_fraction();
+      ++pipeline_steps;
+    }
+    if (stage) peak_micro_batches = std::max(peak_micro_batches, stage->last_step().peak_micro_batches);
+    const std::string injected = trigger_fault(fault, step + 1, world_group->rank());
     if (injected == "nan") loss = std::nan("");
     if (injected == "spike") loss *= 10.0;
     if (!optimizer.gradients_fit()) {  // fp16 overflow: the scale backs off and this step is skipped
@@ -321,7 +434,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     int nonfinite = std::isfinite(loss) && std::isfinite(norm) ? 0 : 1;
     if (world > 1) {  // decided together: every rank skips or stops at the same step
       Tensor flag = from_data<int32_t>({nonfinite});
-      group->all_reduce(flag, ReduceOp::max);
+      world_group->all_reduce(flag, ReduceOp::max);
       nonfinite = flag.item<int32_t>();
     }
     if (nonfinite != 0) {
@@ -357,10 +470,13 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
         spikes.add(loss);
       }
     } else {
+      const double update_start = steady_microseconds();
       optimizer.step(norm);
+      trace_span("optimizer", "optimizer", update_start);
       spikes.add(loss);
     }
     ++step;
+    if (step == trace_end) finish_trace();
     const double step_seconds = seconds_since(step_start);
     train_seconds += step_seconds;
     outcome.step = step;
@@ -389,12 +505,38 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     if (c.train.max_minutes > 0 && seconds_since(started) > c.train.max_minutes * 60.0) stop = std::max(stop, 2);
     if (world > 1) {
       Tensor flag = from_data<int32_t>({stop});
-      group->all_reduce(flag, ReduceOp::max);
+      world_group->all_reduce(flag, ReduceOp::max);
       stop = flag.item<int32_t>();
     }
     if (stop != 0) {
       outcome.stop_reason = stop == 1 ? "signal" : "time limit";
       break;
+    }
+  }
+  finish_trace();  // a run stopped before the traced steps ended
+  if (stage) {
+    // Each stage's mean idle share and peak of in-flight micro-batches, gathered to rank 0.
+    Tensor mine = from_data<double>({pipeline_steps > 0 ? idle_sum / pipeline_steps : 0.0,
+                                     static_cast<double>(peak_micro_batches),
+                                     memory_stats().peak_allocated / 1048576.0});
+    Tensor all = zeros({3 * world}, {.dtype = DType::f64});
+    world_group->all_gather(mine, all);
+    if (leader) {
+      const double* v = all.data<double>();
+      const double ideal = ideal_bubble_fraction(pp, accumulation);
+      std::string idle, held, memory;
+      std::vector<double> idles;
+      for (int s = 0; s < pp; ++s) {  // replica 0's stages: world ranks 0 .. pp - 1
+        idles.push_back(v[3 * s]);
+        idle += fmt::format("{}{:.1f}%", s ? " " : "", 100 * v[3 * s]);
+        held += fmt::format("{}{:.0f}", s ? " " : "", v[3 * s + 1]);
+        memory += fmt::format("{}{:.1f}", s ? " " : "", v[3 * s + 2]);
+      }
+      std::printf("pipeline: idle per stage %s (ideal (P-1)/(M+P-1) = %.1f%%); micro-batches held at once %s; peak "
+                  "tensor memory per stage %s MiB\n",
+                  idle.c_str(), 100 * ideal, held.c_str(), memory.c_str());
+      log_metrics({{"step", outcome.step}, {"event", "pipeline"}, {"idle_per_stage", idles},
+                   {"ideal_idle", ideal}});
     }
   }
   outcome.finished = outcome.step >= c.train.steps;

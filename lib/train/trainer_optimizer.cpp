@@ -4,16 +4,21 @@
 
 namespace tsumugi {
 
-TrainerOptimizer::TrainerOptimizer(CausalLM& model, const TrainConfig& c, std::shared_ptr<ProcessGroup> group)
-    : params_(model.parameters()), grad_clip_(c.train.grad_clip) {
+TrainerOptimizer::TrainerOptimizer(CausalLM& model, const TrainConfig& c, std::shared_ptr<ProcessGroup> group,
+                                   const PipelineStage* stage)
+    : stage_(stage), grad_clip_(c.train.grad_clip) {
+  const NamedTensors params = stage ? stage->parameters() : model.named_parameters();
+  for (const auto& [name, p] : params) params_.push_back(p);
   const AdamWOptions options{.lr = c.train.lr, .beta1 = c.train.beta1, .beta2 = c.train.beta2, .eps = c.train.eps,
                              .weight_decay = c.train.weight_decay};
   if (c.parallel.zero == 1 && group->size() > 1) {
-    const bool reduced = c.parallel.deterministic;  // the tree accumulator already summed the gradients
+    // Deterministic mode: the tree accumulator already summed the gradients; a pipeline stage:
+    // the data-parallel all-reduce did (the norm needs every stage's whole gradient).
+    const bool reduced = c.parallel.deterministic || stage != nullptr;
     grad_scale_ = reduced ? 1.0 : 1.0 / static_cast<double>(group->size());
-    zero_ = std::make_unique<ZeroAdamW>(model.named_parameters(), options, std::move(group), reduced);
+    zero_ = std::make_unique<ZeroAdamW>(params, options, std::move(group), reduced);
   } else {
-    adamw_ = std::make_unique<AdamW>(model.named_parameters(), options);
+    adamw_ = std::make_unique<AdamW>(params, options);
   }
   if (c.precision.compute == "f16") {
     TSU_CHECK(!zero_, NotImplementedError, "[train] precision.compute = \"f16\" with ZeRO-1 is not supported yet");
@@ -35,6 +40,10 @@ void TrainerOptimizer::set_lr(double lr) {
 }
 
 double TrainerOptimizer::gradient_norm() {
+  if (stage_) {
+    if (zero_) zero_->reduce_gradients(grad_scale_);  // this rank's shard; the norm is the whole model's
+    return stage_->gradient_norm() / loss_scale();
+  }
   if (zero_) return zero_->reduce_gradients(grad_scale_);
   return grad_norm(params_) / loss_scale();
 }

@@ -3,6 +3,7 @@
 // clip with the same coefficient and update with the same arithmetic.
 #include <tsumugi/core/nn/transformer.h>
 #include <tsumugi/core/optim.h>
+#include <tsumugi/dist/pipeline_stage.h>
 #include <tsumugi/dist/zero.h>
 #include <tsumugi/train/config.h>
 
@@ -14,7 +15,12 @@ class TrainerOptimizer {
  public:
   /// ZeRO-1 when parallel.zero = 1 and the group has several ranks. With ZeRO in default mode,
   /// .grad holds each rank's own mean gradient and `gradient_norm` reduce-scatters it.
-  TrainerOptimizer(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group);
+  ///
+  /// With a pipeline `stage`, only the stage's parameters are updated, the gradient norm is the
+  /// whole model's (over all stages), and ZeRO-1 shards the stage's state over `group` (the
+  /// stage's data-parallel ranks) from gradients already reduced there.
+  TrainerOptimizer(CausalLM& model, const TrainConfig& config, std::shared_ptr<ProcessGroup> group,
+                   const PipelineStage* stage = nullptr);
   bool sharded() const { return zero_ != nullptr; }
   void set_lr(double lr);
   /// The global gradient norm before clipping (collective under ZeRO), in the loss's units.
@@ -40,6 +46,7 @@ class TrainerOptimizer {
 
  private:
   std::vector<Tensor> params_;
+  const PipelineStage* stage_;
   double grad_clip_;
   double grad_scale_ = 1.0;  // ZeRO default mode: 1 / ranks
   std::unique_ptr<AdamW> adamw_;

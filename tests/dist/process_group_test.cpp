@@ -117,4 +117,60 @@ TEST(ProcessGroup, AsyncAllReducesOverlapWithOtherCollectives) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(buckets[static_cast<size_t>(i)].to_vector<float>()[9999], static_cast<float>(i * n));
 }
 
+TEST(ProcessGroup, NcclGroupIsNotImplementedWithoutNccl) {
+  if (nccl_built()) GTEST_SKIP() << "built with NCCL";
+  EXPECT_THROW(nccl_group(world(), Device::cuda(0)), NotImplementedError);
+}
+
+// The same collectives over NCCL, one GPU per rank, bootstrapped over MPI.
+TEST(ProcessGroup, NcclCollectivesAgreeWithTheCpuOnes) {
+  const ProcessInfo info = process_info();
+  if (!nccl_built() || cuda_device_count() < info.local_world) GTEST_SKIP() << "needs NCCL and a GPU per rank";
+  const auto gpus = nccl_group(world(), Device::cuda(info.local_rank));
+  const int r = gpus->rank(), n = gpus->size();
+  const Device gpu = Device::cuda(info.local_rank);
+  EXPECT_EQ(r, world()->rank());
+  Tensor sum = full({3}, r + 1, {.dtype = DType::bf16, .device = gpu});
+  gpus->all_reduce(sum);
+  EXPECT_EQ(sum.to(Device::cpu()).to(DType::f32).to_vector<float>(), std::vector<float>(3, n * (n + 1) / 2.0f));
+  // The tree over GPUs gives the bits of the tree over the CPU group.
+  if ((n & (n - 1)) == 0) {
+    Tensor on_cpu = contribution(r);
+    Tensor on_gpu = contribution(r).to(gpu);
+    world()->all_reduce_tree(on_cpu);
+    gpus->all_reduce_tree(on_gpu);
+    EXPECT_EQ(on_gpu.to(Device::cpu()).to_vector<float>(), on_cpu.to_vector<float>());
+  }
+  Tensor chunk = empty({2}, {.device = gpu});
+  gpus->reduce_scatter((arange(0.0, 2.0 * n, 1.0, {.dtype = DType::f32}) + static_cast<double>(r)).to(gpu), chunk);
+  const float offset = static_cast<float>(n * (n - 1) / 2);
+  EXPECT_EQ(chunk.to(Device::cpu()).to_vector<float>(),
+            (std::vector<float>{n * 2.0f * r + offset, n * (2.0f * r + 1) + offset}));
+  Tensor gathered = empty({n}, {.dtype = DType::i64, .device = gpu});
+  gpus->all_gather(full({1}, r, {.dtype = DType::i64, .device = gpu}), gathered);
+  EXPECT_EQ(gathered.to(Device::cpu()).to_vector<int64_t>(), arange(n).to_vector<int64_t>());
+  Tensor b = full({4}, r == n - 1 ? 7.0 : 0.0, {.device = gpu});
+  gpus->broadcast(b, n - 1);
+  EXPECT_EQ(b.to(Device::cpu()).to_vector<float>(), std::vector<float>(4, 7.0f));
+  if (n > 1) {
+    Tensor out = full({5}, r, {.device = gpu});
+    Tensor in = empty({5}, {.device = gpu});
+    if (r % 2 == 0) {
+      gpus->send(out, (r + 1) % n);
+      gpus->recv(in, (r + n - 1) % n);
+    } else {
+      gpus->recv(in, (r + n - 1) % n);
+      gpus->send(out, (r + 1) % n);
+    }
+    EXPECT_EQ(in.to(Device::cpu()).to_vector<float>(), std::vector<float>(5, static_cast<float>((r + n - 1) % n)));
+  }
+  auto half = gpus->split(r % 2, r);
+  EXPECT_EQ(half->rank(), r / 2);
+  Tensor bucket = full({10000}, r, {.device = gpu});
+  auto work = gpus->all_reduce_async(bucket);
+  gpus->barrier();
+  work->wait();
+  EXPECT_EQ(bucket.to(Device::cpu()).to_vector<float>()[9999], static_cast<float>(n * (n - 1) / 2));
+}
+
 TSU_MPI_TEST_MAIN

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -48,6 +49,26 @@ TEST(Checkpoint, KeepsOnlyTheNewestK) {
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(fs::path(all[0]).filename(), "step-00000003");
   EXPECT_EQ(fs::path(all[1]).filename(), "step-00000004");
+}
+
+TEST(Checkpoint, SavingSweepsWhatKilledWritesAndPrunesLeftBehind) {
+  // A kill mid-write leaves step-N.tmp-PID; a kill while an old checkpoint's files were being
+  // removed leaves step-N.pruned (pruning renames first, so never a half step-N). The next
+  // save removes both and keeps every complete checkpoint and foreign files.
+  const std::string run = fresh_dir("sweep");
+  CheckpointManager manager(run, 3);
+  manager.save(1, weights(1), {}, "{}");
+  const std::string root = run + "/checkpoints";
+  for (const char* leftover : {"step-00000002.tmp-12345", "step-00000000.pruned", "step-00000001.old"}) {
+    fs::create_directories(root + "/" + leftover);
+    std::ofstream(root + "/" + leftover + "/model.safetensors") << "partial";
+  }
+  std::ofstream(root + "/notes.txt") << "mine";
+  manager.save(2, weights(2), {}, "{}");
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(root)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "notes.txt", "step-00000001", "step-00000002"}));
 }
 
 TEST(Checkpoint, DetectsTruncationAndCorruption) {

@@ -1,7 +1,9 @@
 // tsumugi bench comm: all-reduce bandwidth over message sizes (as nccl-tests reports it) and the
 // cost of data parallelism in a training step. Run it under mpirun:
-//   mpirun -np 2 tsumugi bench comm
+//   mpirun -np 2 tsumugi bench comm                  # cpu tensors over MPI
+//   mpirun -np 8 tsumugi bench comm --device cuda    # device tensors over NCCL, one GPU per rank
 #include <tsumugi/dist/data_parallel.h>
+#include <tsumugi/dist/process_group.h>
 #include <tsumugi/train/trainer.h>
 #include <tsumugi/tsumugi.h>
 
@@ -9,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
 #include <vector>
 
 #include "bench_util.h"
@@ -20,6 +23,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct BenchCommOptions {
+  std::string device = "cpu";
   int64_t min_bytes = 1 << 10, max_bytes = 64 << 20;
   int iterations = 20;
   int64_t layers = 4, dim = 256, vocab = 8192, seq = 256, micro_batch = 4;
@@ -39,23 +43,42 @@ double timed_step(CausalLM& model, AdamW& optimizer, DataParallel* dp, const Ten
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// The group the all-reduces are timed over: the job's group for "cpu"; for "cuda", an NCCL
+// communicator with each rank on the GPU of its node-local rank.
+std::shared_ptr<ProcessGroup> bench_group(const std::shared_ptr<ProcessGroup>& world, const std::string& name,
+                                          Device& device) {
+  if (name == "cpu") return world;
+  if (name != "cuda")
+    throw ValueError(fmt::format("[bench comm] --device {}: expected cpu or cuda (each rank takes the GPU of its "
+                                 "node-local rank)", name));
+  device = bench_device(fmt::format("cuda:{}", process_info().local_rank));
+  if (!nccl_built())
+    throw NotImplementedError("[bench comm] --device cuda: this tsumugi was built without NCCL (configure with "
+                              "-DTSUMUGI_CUDA=ON -DTSUMUGI_NCCL=ON and NCCL under /usr/local/cuda)");
+  return nccl_group(world, device);
+}
+
 void run_bench_comm(const BenchCommOptions& o) {
   const std::shared_ptr<ProcessGroup> world = default_group();
+  Device device = Device::cpu();
+  const std::shared_ptr<ProcessGroup> group = bench_group(world, o.device, device);
   const int rank = world->rank(), ranks = world->size();
   const bool leader = rank == 0;
   if (leader) {
-    fmt::print("bench comm: {} ranks over {}, {} threads per rank\n", ranks, world->backend(), num_threads());
+    fmt::print("bench comm: {} ranks over {} ({} tensors), {} threads per rank\n", ranks, group->backend(),
+               device.is_cpu() ? "cpu" : "cuda", num_threads());
     fmt::print("{:>12} {:>12} {:>12} {:>12}\n", "bytes", "time (us)", "algbw GB/s", "busbw GB/s");
   }
-  // 1. All-reduce (sum, f32) over message sizes; bus bandwidth = algbw * 2 (n - 1) / n.
+  // 1. All-reduce (sum, f32) over message sizes; bus bandwidth = algbw * 2 (n - 1) / n. On the
+  // GPU a blocking all-reduce returns when the device has finished it.
   for (int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4) {
-    Tensor buffer = ones({bytes / 4});
-    for (int i = 0; i < 3; ++i) world->all_reduce(buffer);
+    Tensor buffer = ones({bytes / 4}, {.device = device});
+    for (int i = 0; i < 3; ++i) group->all_reduce(buffer);
     std::vector<double> times;
     for (int i = 0; i < o.iterations; ++i) {
-      world->barrier();
+      group->barrier();
       const auto start = Clock::now();
-      world->all_reduce(buffer);
+      group->all_reduce(buffer);
       times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     }
     Tensor slowest = from_data<double>({median(times)});
@@ -67,7 +90,11 @@ void run_bench_comm(const BenchCommOptions& o) {
                  algbw * 2.0 * (ranks - 1) / std::max(ranks, 1));
   }
 
-  // 2. A GPT-2 training step with and without gradient averaging.
+  // 2. A GPT-2 training step with and without gradient averaging (DataParallel takes cpu parameters).
+  if (device.is_cuda()) {
+    if (leader) fmt::print("(the training-step measurement runs with --device cpu only)\n");
+    return;
+  }
   ModelConfig config{.arch = Arch::gpt2, .layers = o.layers, .heads = 4, .dim = o.dim, .vocab = o.vocab, .context = o.seq};
   auto model = make_model(config);
   model->init_weights(0);
@@ -106,6 +133,8 @@ void run_bench_comm(const BenchCommOptions& o) {
 void add_bench_comm_command(CLI::App& bench) {
   auto options = std::make_shared<BenchCommOptions>();
   CLI::App* cmd = bench.add_subcommand("comm", "All-reduce bandwidth and the data-parallel step overhead (under mpirun)");
+  cmd->add_option("--device", options->device, "cpu (tensors over MPI) or cuda (device tensors over NCCL)")
+      ->capture_default_str();
   cmd->add_option("--min-bytes", options->min_bytes, "smallest message")->capture_default_str();
   cmd->add_option("--max-bytes", options->max_bytes, "largest message")->capture_default_str();
   cmd->add_option("--iterations", options->iterations, "timed all-reduces per size")->capture_default_str();

@@ -19,6 +19,7 @@ struct TrainArgs {
   std::string recipe;
   std::vector<std::string> overrides;
   std::string resume = "auto";
+  std::string trace;
   bool print_keys = false;
 };
 
@@ -27,7 +28,9 @@ void run_train(const TrainArgs& args) {
     for (const ConfigKey& key : config_keys()) std::printf("%-26s %-7s %s\n", key.name.c_str(), key.type.c_str(), key.help.c_str());
     return;
   }
-  const TrainConfig config = load_config(args.recipe, args.overrides);
+  std::vector<std::string> overrides = args.overrides;
+  if (!args.trace.empty()) overrides.push_back("log.trace=" + args.trace);
+  const TrainConfig config = load_config(args.recipe, overrides);
   std::printf("# effective configuration (%s)\n%s\n", args.recipe.c_str(), config_to_toml(config).c_str());
   run_training(config, args.resume == "auto");
 }
@@ -110,6 +113,9 @@ void add_train_commands(CLI::App& app) {
   t->add_option("--resume", train->resume, "auto: continue from the newest complete checkpoint; never: start afresh")
       ->check(CLI::IsMember({"auto", "never"}))
       ->capture_default_str();
+  t->add_option("--trace", train->trace,
+                "write a Chrome trace (chrome://tracing, Perfetto) of the first log.trace_steps steps: every rank's "
+                "forward, backward, send, receive and optimizer spans");
   t->add_flag("--list-keys", train->print_keys, "print every recipe key with its type and meaning");
   t->callback([train] {
     if (!train->print_keys && train->recipe.empty()) throw CLI::RequiredError("recipe");

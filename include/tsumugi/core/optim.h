@@ -106,6 +106,11 @@ class SGD {
 /// L2 norm of all gradients together, computed in a fixed order (independent of thread count).
 /// On CUDA: fp32 sums of squares per chunk of 16,384 elements, then one sum of those in double.
 double grad_norm(const std::vector<Tensor>& params);
+/// The pieces grad_norm adds up on the CPU for one gradient: sums of squares (in double) over
+/// consecutive blocks of 4096 elements, in order. grad_norm is the square root of every piece of
+/// every gradient added in order, so a norm whose gradients live in several processes (pipeline
+/// stages) is put back together bit for bit.
+std::vector<double> grad_square_blocks(const Tensor& grad);
 /// The factor that brings gradients of norm `norm` down to `max_norm`: max_norm / (norm + 1e-6)
 /// when norm > max_norm, else 1 (as torch.nn.utils.clip_grad_norm_).
 double clip_coefficient(double norm, double max_norm);

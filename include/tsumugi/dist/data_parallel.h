@@ -26,6 +26,8 @@ class DataParallel {
  public:
   /// Hooks every parameter of `module`; the module must outlive this object.
   DataParallel(Module& module, std::shared_ptr<ProcessGroup> group, DataParallelOptions options = {});
+  /// Only these parameters (a pipeline stage's); they must outlive this object.
+  DataParallel(const NamedTensors& params, std::shared_ptr<ProcessGroup> group, DataParallelOptions options = {});
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;

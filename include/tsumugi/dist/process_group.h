@@ -1,10 +1,11 @@
 #pragma once
 /// Process groups: collectives between the processes of a job, one process per device. The local
 /// backend is a group of one; the MPI backend moves CPU tensors (rank, world size and local rank
-/// come from MPI); an NCCL backend for GPU tensors joins them when CUDA is built.
+/// come from MPI); the NCCL backend moves CUDA tensors (built with TSUMUGI_CUDA and TSUMUGI_NCCL).
 ///
 /// Every blocking collective is watched: one that has not completed after the group's timeout
-/// ends the whole job with a message naming the rank, the operation and its sequence number.
+/// ends the whole job (MPI) or aborts the communicator and throws DistError (NCCL), with a
+/// message naming the rank, the operation and its sequence number.
 #include <tsumugi/core/tensor.h>
 
 #include <chrono>
@@ -43,7 +44,7 @@ class ProcessGroup {
   virtual ~ProcessGroup() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  /// "local" or "mpi".
+  /// "local", "mpi" or "nccl".
   virtual std::string backend() const = 0;
 
   /// In place: every rank ends with the reduction over all ranks (contiguous tensors).
@@ -66,6 +67,12 @@ class ProcessGroup {
   /// Starts an all-reduce that a communication thread carries out; `tensor` must stay alive and
   /// untouched until wait() returns.
   virtual std::shared_ptr<Work> all_reduce_async(Tensor tensor, ReduceOp op = ReduceOp::sum) = 0;
+  /// Non-blocking point-to-point (pipeline stages): they return at once; `tensor` must stay alive
+  /// and untouched until wait() returns, and wait() is watched by the timeout like a blocking
+  /// collective. Messages between two ranks with the same tag arrive in the order sent. The MPI
+  /// backend has them; a backend without them throws NotImplementedError.
+  virtual std::shared_ptr<Work> send_async(Tensor tensor, int dst, int tag = 0);
+  virtual std::shared_ptr<Work> recv_async(Tensor tensor, int src, int tag = 0);
 
   /// How long a collective may take before the job is ended (default 600 s, or
   /// TSUMUGI_COLLECTIVE_TIMEOUT seconds from the environment).
@@ -84,6 +91,18 @@ bool launched_with_mpi();
 /// All processes of the job over MPI (initialises MPI with thread support on first use).
 /// Throws NotImplementedError in a build without MPI.
 std::shared_ptr<ProcessGroup> mpi_world();
+/// True when this build has the NCCL process group (TSUMUGI_CUDA and TSUMUGI_NCCL, NCCL found).
+bool nccl_built();
+/// An NCCL communicator over the same ranks as `bootstrap` (an MPI or local group, which carries
+/// the ncclUniqueId from its rank 0), on CUDA device `device` (one device per rank, usually
+/// cuda:<local rank>). Collective over `bootstrap`; the group takes its timeout. Its collectives
+/// take contiguous tensors on `device` and run on tsumugi's stream for that device; blocking ones
+/// return when the device has finished them. Reductions: f32, f64, bf16, f16, i32, i64, u8, u32.
+/// send/recv ignore `tag`: NCCL matches the messages between two ranks in the order posted.
+/// all_reduce_async runs on a communication stream; Work::wait makes tsumugi's stream wait for it
+/// without blocking the host. Throws NotImplementedError in a build without NCCL, ValueError for a
+/// device that is not a visible CUDA device.
+std::shared_ptr<ProcessGroup> nccl_group(std::shared_ptr<ProcessGroup> bootstrap, Device device);
 /// The job's group: mpi_world() under mpirun, else local_group().
 std::shared_ptr<ProcessGroup> default_group();
 /// Rank, world size and node-local rank (MPI_Comm_split_type over shared memory).

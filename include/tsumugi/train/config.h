@@ -53,6 +53,7 @@ struct ParallelConfig {
   int64_t dp = 0;                ///< data-parallel degree (0: world size / pp)
   int64_t pp = 1;                ///< pipeline stages
   std::string schedule = "1f1b"; ///< gpipe | 1f1b
+  std::string stage_layers;      ///< blocks per pipeline stage, "6,6,4" ("": balanced by compute)
   int64_t zero = 0;              ///< 0: replicated optimizer state; 1: sharded (ZeRO-1)
   bool deterministic = false;    ///< bitwise-identical results for any dp, pp and micro-batch split
   int64_t threads = 0;           ///< CPU threads per rank (0: cores / local ranks)
@@ -82,6 +83,8 @@ struct EvalConfig {
 
 struct LogConfig {
   int64_t every = 10;            ///< progress line every N steps
+  std::string trace;             ///< Chrome trace of the first trace_steps steps ("": none)
+  int64_t trace_steps = 3;       ///< steps the trace covers
 };
 
 struct DeviceConfig {

@@ -47,20 +47,24 @@ GPT2::GPT2(const ModelConfig& c) : CausalLM(c) {
     lm_head = register_module("lm_head", std::make_shared<Linear>(config_.dim, config_.vocab, false));
 }
 
-Tensor GPT2::forward(const Tensor& ids, KVCache* cache) {
-  check_ids(ids, config_, cache);
-  const int64_t start = cache ? cache->length : 0, length = ids.size(1);
+Tensor GPT2::embed(const Tensor& ids, int64_t start) {
+  const Tensor positions = arange(start, start + ids.size(1), 1.0, {.dtype = DType::i64, .device = ids.device()});
+  return dropout(transformer->wte->forward(ids) + transformer->wpe->forward(positions),
+                 is_training() ? config_.dropout : 0.0, dropout_gen_);
+}
+
+Tensor GPT2::blocks(Tensor x, int64_t begin, int64_t end, KVCache* cache, int64_t) {
   const double p = is_training() ? config_.dropout : 0.0;
-  const Tensor positions = arange(start, start + length, 1.0, {.dtype = DType::i64, .device = ids.device()});
-  Tensor x = dropout(transformer->wte->forward(ids) + transformer->wpe->forward(positions), p, dropout_gen_);
-  for (size_t i = 0; i < transformer->h->size(); ++i) {
-    GPT2Block& block = (*transformer->h)[i];
-    x = x + dropout(block.attn->forward(block.ln_1->forward(x), cache, i), p, dropout_gen_);
+  for (int64_t i = begin; i < end; ++i) {
+    GPT2Block& block = (*transformer->h)[static_cast<size_t>(i)];
+    x = x + dropout(block.attn->forward(block.ln_1->forward(x), cache, static_cast<size_t>(i)), p, dropout_gen_);
     x = x + dropout(block.mlp->forward(block.ln_2->forward(x)), p, dropout_gen_);
   }
-  if (cache) cache->length += length;
-  x = transformer->ln_f->forward(x);
-  return linear(x, config_.tied_embeddings ? transformer->wte->weight : lm_head->weight);
+  return x;
+}
+
+Tensor GPT2::head(const Tensor& x) {
+  return linear(transformer->ln_f->forward(x), config_.tied_embeddings ? transformer->wte->weight : lm_head->weight);
 }
 
 }  // namespace tsumugi

@@ -54,19 +54,23 @@ Llama::Llama(const ModelConfig& c) : CausalLM(c) {
     lm_head = register_module("lm_head", std::make_shared<Linear>(config_.dim, config_.vocab, false));
 }
 
-Tensor Llama::forward(const Tensor& ids, KVCache* cache) {
-  check_ids(ids, config_, cache);
-  const int64_t start = cache ? cache->length : 0;
+Tensor Llama::embed(const Tensor& ids, int64_t) {
+  return dropout(model->embed_tokens->forward(ids), is_training() ? config_.dropout : 0.0, dropout_gen_);
+}
+
+Tensor Llama::blocks(Tensor x, int64_t begin, int64_t end, KVCache* cache, int64_t start) {
   const double p = is_training() ? config_.dropout : 0.0;
-  Tensor x = dropout(model->embed_tokens->forward(ids), p, dropout_gen_);
-  for (size_t i = 0; i < model->layers->size(); ++i) {
-    LlamaDecoderLayer& layer = (*model->layers)[i];
-    x = x + dropout(layer.self_attn->forward(layer.input_layernorm->forward(x), cache, i, start), p, dropout_gen_);
+  for (int64_t i = begin; i < end; ++i) {
+    LlamaDecoderLayer& layer = (*model->layers)[static_cast<size_t>(i)];
+    x = x + dropout(layer.self_attn->forward(layer.input_layernorm->forward(x), cache, static_cast<size_t>(i), start), p,
+                    dropout_gen_);
     x = x + dropout(layer.mlp->forward(layer.post_attention_layernorm->forward(x)), p, dropout_gen_);
   }
-  if (cache) cache->length += ids.size(1);
-  x = model->norm->forward(x);
-  return linear(x, config_.tied_embeddings ? model->embed_tokens->weight : lm_head->weight);
+  return x;
+}
+
+Tensor Llama::head(const Tensor& x) {
+  return linear(model->norm->forward(x), config_.tied_embeddings ? model->embed_tokens->weight : lm_head->weight);
 }
 
 }  // namespace tsumugi

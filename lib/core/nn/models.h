@@ -44,9 +44,14 @@ class GPT2Transformer : public Module {
 class GPT2 : public CausalLM {
  public:
   explicit GPT2(const ModelConfig& c);
-  Tensor forward(const Tensor& ids, KVCache* cache = nullptr) override;
+  Tensor embed(const Tensor& ids, int64_t start = 0) override;
+  Tensor blocks(Tensor x, int64_t begin, int64_t end, KVCache* cache = nullptr, int64_t start = 0) override;
+  Tensor head(const Tensor& x) override;
   std::shared_ptr<GPT2Transformer> transformer;
   std::shared_ptr<Linear> lm_head;  // only when not tied
+
+ protected:
+  std::string_view block_prefix() const override { return "transformer.h."; }
 };
 
 class LlamaAttention : public Module {
@@ -85,9 +90,14 @@ class LlamaBody : public Module {
 class Llama : public CausalLM {
  public:
   explicit Llama(const ModelConfig& c);
-  Tensor forward(const Tensor& ids, KVCache* cache = nullptr) override;
+  Tensor embed(const Tensor& ids, int64_t start = 0) override;
+  Tensor blocks(Tensor x, int64_t begin, int64_t end, KVCache* cache = nullptr, int64_t start = 0) override;
+  Tensor head(const Tensor& x) override;
   std::shared_ptr<LlamaBody> model;
   std::shared_ptr<Linear> lm_head;  // only when not tied
+
+ protected:
+  std::string_view block_prefix() const override { return "model.layers."; }
 };
 
 }  // namespace tsumugi

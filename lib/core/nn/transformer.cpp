@@ -83,6 +83,33 @@ bool is_residual_projection(const std::string& name) {
 
 }  // namespace
 
+Tensor CausalLM::forward(const Tensor& ids, KVCache* cache) {
+  check_ids(ids, config_, cache);
+  const int64_t start = cache ? cache->length : 0;
+  const Tensor x = blocks(embed(ids, start), 0, config_.layers, cache, start);
+  if (cache) cache->length += ids.size(1);
+  return head(x);
+}
+
+int64_t CausalLM::parameter_piece(const std::string& name) const {
+  const std::string_view prefix = block_prefix();
+  if (name.starts_with(prefix)) {
+    const std::string rest = name.substr(prefix.size());
+    const size_t dot = rest.find('.');
+    int64_t layer = -1;
+    try {
+      layer = std::stoll(rest.substr(0, dot));
+    } catch (const std::exception&) {
+    }
+    TSU_CHECK(layer >= 0 && layer < config_.layers && dot != std::string::npos, ValueError,
+              "[parameter_piece] '{}' names no block of this {}-layer model", name, config_.layers);
+    return layer;
+  }
+  if (is_embedding(name)) return -1;
+  TSU_CHECK(state_dict().count(name) == 1, ValueError, "[parameter_piece] the model has no parameter '{}'", name);
+  return config_.layers;  // the final norm and an untied head
+}
+
 Device CausalLM::device() const {
   const std::vector<Tensor> params = parameters();
   return params.empty() ? Device::cpu() : params.front().device();

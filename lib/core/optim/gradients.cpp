@@ -55,24 +55,28 @@ double grad_norm(const std::vector<Tensor>& params) {
     return std::sqrt(cuda::sum_of_squares(device_grads(params)));
   }
 #endif
-  // Sum of squares per fixed block of 4096 elements, then the blocks in order.
-  constexpr int64_t kBlock = 4096;
   double total = 0;
   for (const Tensor& p : params) {
     if (!p.grad().defined()) continue;
-    const Tensor g = p.grad().to(DType::f32).contiguous();
-    const float* gv = g.data<float>();
-    const int64_t n = g.numel(), blocks = (n + kBlock - 1) / kBlock;
-    std::vector<double> partial(static_cast<size_t>(blocks));
-#pragma omp parallel for schedule(static) if (n > kParallelGrain)
-    for (int64_t b = 0; b < blocks; ++b) {
-      double s = 0;
-      for (int64_t j = b * kBlock; j < std::min(n, (b + 1) * kBlock); ++j) s += static_cast<double>(gv[j]) * gv[j];
-      partial[static_cast<size_t>(b)] = s;
-    }
-    for (double s : partial) total += s;
+    for (double s : grad_square_blocks(p.grad())) total += s;
   }
   return std::sqrt(total);
+}
+
+std::vector<double> grad_square_blocks(const Tensor& grad) {
+  // Sum of squares per fixed block of 4096 elements: the same pieces for any thread count.
+  constexpr int64_t kBlock = 4096;
+  const Tensor g = grad.to(Device::cpu()).to(DType::f32).contiguous();
+  const float* gv = g.data<float>();
+  const int64_t n = g.numel(), blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks));
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0;
+    for (int64_t j = b * kBlock; j < std::min(n, (b + 1) * kBlock); ++j) s += static_cast<double>(gv[j]) * gv[j];
+    partial[static_cast<size_t>(b)] = s;
+  }
+  return partial;
 }
 
 double clip_coefficient(double norm, double max_norm) {

@@ -54,8 +54,20 @@ class CausalLM : public Module {
   /// Where the parameters live (the first parameter's device; the CPU for a model without any).
   Device device() const;
   /// Logits for ids (B, T) of an integer dtype. With a cache, the ids continue the cached
-  /// positions and the cache grows by T.
-  virtual Tensor forward(const Tensor& ids, KVCache* cache = nullptr) = 0;
+  /// positions and the cache grows by T. The same as head(blocks(embed(ids), 0, layers)).
+  Tensor forward(const Tensor& ids, KVCache* cache = nullptr);
+
+  /// The forward pass in three pieces, so that pipeline stages can each run theirs.
+  /// The residual stream (B, T, D) of ids at positions start, start + 1, ... (dropout applied
+  /// in training mode).
+  virtual Tensor embed(const Tensor& ids, int64_t start = 0) = 0;
+  /// Blocks [begin, end) applied to the residual stream x (B, T, D) at positions start, ...
+  virtual Tensor blocks(Tensor x, int64_t begin, int64_t end, KVCache* cache = nullptr, int64_t start = 0) = 0;
+  /// The final norm and the output projection: (B, T, D) -> logits (B, T, vocab).
+  virtual Tensor head(const Tensor& x) = 0;
+  /// Which piece uses the parameter `name`: -1 the embedding, 0 .. layers - 1 a block, layers
+  /// the head. A tied output head is the embedding's (-1). Throws ValueError for an unknown name.
+  int64_t parameter_piece(const std::string& name) const;
   /// Deterministic initialisation from a seed: each parameter from its own named stream.
   /// Weights normal(0, init_std); residual output projections scaled by 1/sqrt(2 * layers);
   /// biases 0; norm weights 1.
@@ -71,6 +83,9 @@ class CausalLM : public Module {
   void load_state_dict(const StateDict& state, bool strict = true) override;
 
  protected:
+  /// The prefix of block names ("transformer.h." or "model.layers.").
+  virtual std::string_view block_prefix() const = 0;
+
   ModelConfig config_;
   Generator dropout_gen_{0x5eed};
 };
