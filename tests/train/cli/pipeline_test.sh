@@ -8,7 +8,8 @@
 #  - a checkpoint written with dp x pp = 2 x 2 resumes with 1 x 4 and with 1 x 1 and ends
 #    byte-identical to an uninterrupted run;
 #  - --trace writes a Chrome trace with every rank's forward, backward, receive, send and
-#    optimizer spans; the run reports each stage's idle share.
+#    optimizer spans; the run reports each stage's idle share;
+#  - a stage that throws or stalls ends the whole job within 60 s, naming the rank.
 # Usage: pipeline_test.sh TSUMUGI_BINARY MPIEXEC
 set -euo pipefail
 tsumugi=$1
@@ -93,3 +94,23 @@ names = [e["args"]["name"] for e in events if e.get("name") == "process_name"]
 assert any("stage 1" in n for n in names), names
 print(f"ok   trace: {len(spans)} spans from 2 ranks")
 PY
+
+# A stage that throws, or stalls, ends the whole pipeline job quickly, naming the rank.
+for fault in "throw@3:1" "stall@3:1"; do
+  start=$(date +%s)
+  set +e
+  TSUMUGI_INJECT_FAULT=$fault TSUMUGI_COLLECTIVE_TIMEOUT=10 timeout 90 "$mpiexec" --oversubscribe -np 2 \
+    -x TSUMUGI_INJECT_FAULT -x TSUMUGI_COLLECTIVE_TIMEOUT "$tsumugi" train "$work/tiny.toml" "${common[@]}" \
+    --set parallel.pp=2 --set checkpoint.dir="$work/fault" > "$work/fault.log" 2>&1
+  code=$?
+  set -e
+  seconds=$(( $(date +%s) - start ))
+  if [ $code -eq 0 ] || [ $code -eq 124 ] || [ $seconds -gt 60 ]; then
+    echo "FAIL $fault: exit $code after $seconds s"; cat "$work/fault.log"; exit 1
+  fi
+  case $fault in
+    throw*) grep -q "rank 1: error: \[fault\] injected error at step 3" "$work/fault.log" ;;
+    stall*) grep -qE "rank [01]: collective .* did not complete" "$work/fault.log" ;;
+  esac || { echo "FAIL $fault: message"; cat "$work/fault.log"; exit 1; }
+  echo "ok   pipeline $fault: job ended in $seconds s with exit $code"
+done
