@@ -65,22 +65,7 @@ done
 echo "ok   a 2-rank checkpoint resumed on 1 and on 4 ranks: same losses, byte-identical weights"
 
 # Failures on one rank end the whole job quickly.
-for fault in "throw@3:1" "kill@3:1" "stall@3:1"; do
-  start=$(date +%s)
-  set +e
-  TSUMUGI_INJECT_FAULT=$fault TSUMUGI_COLLECTIVE_TIMEOUT=10 timeout 90 "$mpiexec" --oversubscribe -np 2 \
-    -x TSUMUGI_INJECT_FAULT -x TSUMUGI_COLLECTIVE_TIMEOUT "$tsumugi" train "$work/tiny.toml" "${common[@]}" \
-    --set checkpoint.dir="$work/fault" --set train.micro_batch=4 > "$work/fault.log" 2>&1
-  code=$?
-  set -e
-  seconds=$(( $(date +%s) - start ))
-  if [ $code -eq 0 ] || [ $code -eq 124 ] || [ $seconds -gt 60 ]; then
-    echo "FAIL $fault: exit $code after $seconds s"; cat "$work/fault.log"; exit 1
-  fi
-  case $fault in
-    throw*) grep -q "rank 1: error: \[fault\] injected error at step 3" "$work/fault.log" ;;
-    stall*) grep -q "collective .* did not complete" "$work/fault.log" ;;
-    kill*) grep -qiE "rank 1|signal 9|killed" "$work/fault.log" ;;
-  esac || { echo "FAIL $fault: message"; cat "$work/fault.log"; exit 1; }
-  echo "ok   $fault: job ended in $seconds s with exit $code"
-done
+args=("${common[@]}" --set checkpoint.dir="$work/fault" --set train.micro_batch=4)
+fault_ends_job "throw@3:1" 'rank 1: error: \[fault\] injected error at step 3' "${args[@]}"
+fault_ends_job "kill@3:1" '[Rr]ank 1|[Ss]ignal 9|[Kk]illed|KILLED' "${args[@]}"
+fault_ends_job "stall@3:1" 'collective .* did not complete' "${args[@]}"

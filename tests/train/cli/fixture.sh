@@ -58,3 +58,23 @@ steps_done() {
   n=$(grep -c '"step_seconds"' "$1/metrics.jsonl" 2>/dev/null) || true
   echo "${n:-0}"
 }
+
+# Starts a 2-rank `tsumugi train` of the tiny recipe (extra arguments appended) with the injected
+# fault FAULT and a 10 s collective timeout, and checks that the whole job ends within 60 s,
+# non-zero, with a log line matching the extended regular expression PATTERN. Needs $mpiexec.
+fault_ends_job() {  # fault_ends_job FAULT PATTERN [train arguments...]
+  local fault=$1 pattern=$2 start code seconds
+  shift 2
+  start=$(date +%s)
+  set +e
+  TSUMUGI_INJECT_FAULT=$fault TSUMUGI_COLLECTIVE_TIMEOUT=10 timeout 90 "$mpiexec" --oversubscribe -np 2 \
+    -x TSUMUGI_INJECT_FAULT -x TSUMUGI_COLLECTIVE_TIMEOUT "$tsumugi" train "$work/tiny.toml" "$@" > "$work/fault.log" 2>&1
+  code=$?
+  set -e
+  seconds=$(( $(date +%s) - start ))
+  if [ $code -eq 0 ] || [ $code -eq 124 ] || [ $seconds -gt 60 ]; then
+    echo "FAIL $fault: exit $code after $seconds s"; cat "$work/fault.log"; exit 1
+  fi
+  grep -qE "$pattern" "$work/fault.log" || { echo "FAIL $fault: no line matches '$pattern'"; cat "$work/fault.log"; exit 1; }
+  echo "ok   $fault: job ended in $seconds s with exit $code"
+}
