@@ -10,26 +10,6 @@ trap 'rm -rf "$work"' EXIT
 source "$(dirname "$0")/fixture.sh"
 make_fixture
 
-# expect_error NAME PATTERN COMMAND...: a non-zero exit, no crash, and PATTERN in one stderr line.
-expect_error() {
-  local name=$1 pattern=$2
-  shift 2
-  set +e
-  "$@" > "$work/out.log" 2> "$work/err.log"
-  local code=$?
-  set -e
-  if [ $code -eq 0 ] || [ $code -gt 2 ]; then
-    echo "FAIL $name: exit code $code (want 1 or 2)"; cat "$work/err.log"; exit 1
-  fi
-  if ! grep -q -- "$pattern" "$work/err.log"; then
-    echo "FAIL $name: stderr lacks '$pattern':"; cat "$work/err.log"; exit 1
-  fi
-  if [ "$(grep -c . "$work/err.log")" -ne 1 ]; then
-    echo "FAIL $name: expected one line on stderr:"; cat "$work/err.log"; exit 1
-  fi
-  echo "ok   $name: $(cat "$work/err.log")"
-}
-
 run() { "$tsumugi" train "$work/tiny.toml" --set checkpoint.dir="$work/$1" "${@:2}"; }
 
 expect_error "unknown key" "did you mean 'train.lr'" run bad --set train.learning_rate=1

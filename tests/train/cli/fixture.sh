@@ -78,3 +78,28 @@ fault_ends_job() {  # fault_ends_job FAULT PATTERN [train arguments...]
   grep -qE "$pattern" "$work/fault.log" || { echo "FAIL $fault: no line matches '$pattern'"; cat "$work/fault.log"; exit 1; }
   echo "ok   $fault: job ended in $seconds s with exit $code"
 }
+
+# expect_error NAME PATTERN COMMAND...: the command exits with a code in $error_codes (default
+# "1 2": an error, or a usage error), does not crash, and prints exactly one line on stderr (prep's
+# progress lines, "prep: ..%", aside) that holds PATTERN and, when $error_prefix is set, begins
+# with it.
+expect_error() {
+  local name=$1 pattern=$2 code
+  shift 2
+  set +e
+  "$@" > "$work/out.log" 2> "$work/err.log"
+  code=$?
+  set -e
+  grep -v '^prep: ' "$work/err.log" > "$work/err-lines.log" || true
+  if ! [[ " ${error_codes:-1 2} " == *" $code "* ]]; then
+    echo "FAIL $name: exit code $code (want ${error_codes:-1 2})"; cat "$work/err.log"; exit 1
+  fi
+  if ! grep -q -- "$pattern" "$work/err-lines.log"; then
+    echo "FAIL $name: stderr lacks '$pattern':"; cat "$work/err.log"; exit 1
+  fi
+  if [ "$(grep -c . "$work/err-lines.log")" -ne 1 ] || ! grep -q -- "^${error_prefix:-}" "$work/err-lines.log"; then
+    echo "FAIL $name: expected one error line on stderr${error_prefix:+ beginning with '$error_prefix'}:"
+    cat "$work/err.log"; exit 1
+  fi
+  echo "ok   $name: $(cat "$work/err-lines.log")"
+}
