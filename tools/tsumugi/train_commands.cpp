@@ -1,6 +1,7 @@
 // tsumugi train / eval / generate / export.
 #include <tsumugi/core/threads.h>
 #include <tsumugi/data/loader.h>
+#include <tsumugi/dist/process_group.h>
 #include <tsumugi/train/config.h>
 #include <tsumugi/train/eval.h>
 #include <tsumugi/train/export.h>
@@ -31,7 +32,8 @@ void run_train(const TrainArgs& args) {
   std::vector<std::string> overrides = args.overrides;
   if (!args.trace.empty()) overrides.push_back("log.trace=" + args.trace);
   const TrainConfig config = load_config(args.recipe, overrides);
-  std::printf("# effective configuration (%s)\n%s\n", args.recipe.c_str(), config_to_toml(config).c_str());
+  if (job_rank() == 0)  // once per job, not once per rank
+    std::printf("# effective configuration (%s)\n%s\n", args.recipe.c_str(), config_to_toml(config).c_str());
   run_training(config, args.resume == "auto");
 }
 
