@@ -64,8 +64,13 @@ PipelineStage::PipelineStage(CausalLM& model, std::shared_ptr<ProcessGroup> grou
               s, starts_[s], c.layers);
   begin_ = starts_[static_cast<size_t>(stage_)];
   end_ = stage_ + 1 < stages_ ? starts_[static_cast<size_t>(stage_ + 1)] : c.layers;
-  for (const auto& [name, tensor] : model_.named_parameters()) {
+  all_params_ = model_.named_parameters();
+  for (const auto& [name, tensor] : all_params_) {
     const int64_t piece = model_.parameter_piece(name);
+    int64_t stage_of = stages_ - 1;  // the embedding's is the first stage, the head's the last
+    if (piece < 0) stage_of = 0;
+    else if (piece < c.layers) while (starts_[static_cast<size_t>(stage_of)] > piece) --stage_of;
+    owners_[name] = stage_of;
     const bool embedding = piece == -1, head = piece == c.layers;
     const bool tied = c.tied_embeddings && embedding &&
                       (ends_with(name, "wte.weight") || ends_with(name, "embed_tokens.weight"));
@@ -76,12 +81,9 @@ PipelineStage::PipelineStage(CausalLM& model, std::shared_ptr<ProcessGroup> grou
 }
 
 int64_t PipelineStage::owner(const std::string& name) const {
-  const int64_t piece = model_.parameter_piece(name);
-  if (piece < 0) return 0;
-  if (piece >= model_.config().layers) return stages_ - 1;
-  int64_t s = stages_ - 1;
-  while (starts_[static_cast<size_t>(s)] > piece) --s;
-  return s;
+  const auto it = owners_.find(name);
+  TSU_CHECK(it != owners_.end(), ValueError, "[pipeline] the model has no parameter '{}'", name);
+  return it->second;
 }
 
 bool PipelineStage::is_tied_copy(const std::string& name) const {
@@ -241,7 +243,7 @@ double PipelineStage::gradient_norm() const {
   // Every parameter's pieces (grad_square_blocks) at fixed offsets of one vector, filled by
   // their owners; the sum over stages adds exact zeros; then the pieces in the model's order.
   constexpr int64_t kBlock = 4096;
-  const NamedTensors all = model_.named_parameters();
+  const NamedTensors& all = all_params_;
   std::vector<int64_t> offsets;
   int64_t total_blocks = 0;
   for (const auto& [name, p] : all) {
@@ -274,7 +276,7 @@ void PipelineStage::sync_weights(StateDict& weights) const {
 StateDict PipelineStage::gather_optimizer_state(const StateDict& local) const {
   if (stages_ == 1) return local;
   StateDict full;
-  for (const auto& [name, p] : model_.named_parameters()) {
+  for (const auto& [name, p] : all_params_) {
     std::vector<std::string> keys{"exp_avg." + name, "exp_avg_sq." + name};
     if (p.dtype() != DType::f32) keys.push_back("master." + name);
     const int root = static_cast<int>(owner(name));

@@ -16,6 +16,7 @@
 #include <tsumugi/dist/process_group.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -111,16 +112,19 @@ class PipelineStage {
   }
   void stop_trace() { tracing_ = false; }
   std::vector<PipelineSpan>& spans() { return spans_; }
-  /// Adds a span measured outside (the optimizer step) when tracing.
-  void add_span(std::string name, std::string category, double start_us, double end_us);
 
  private:
+  // Records a span when tracing.
+  void add_span(std::string name, std::string category, double start_us, double end_us);
+
   CausalLM& model_;
   std::shared_ptr<ProcessGroup> group_;
   PipelineOptions options_;
   int64_t stage_ = 0, stages_ = 1, begin_ = 0, end_ = 0;
   std::vector<int64_t> starts_;
   NamedTensors params_;
+  NamedTensors all_params_;                // the whole model's, in its order
+  std::map<std::string, int64_t> owners_;  // every parameter's owning stage
   std::string tied_name_;  // the tied embedding's name, when the model ties and pp > 1
   PipelineStepStats stats_;
   bool tracing_ = false;
