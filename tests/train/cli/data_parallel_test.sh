@@ -15,16 +15,10 @@ source "$(dirname "$0")/fixture.sh"
 make_fixture
 
 common=(--set model.dropout=0 --set train.steps=12 --set train.global_batch=8 --set checkpoint.every=6)
-train() {  # train NP RUN_NAME [--set ...]
-  local np=$1 name=$2
-  shift 2
-  "$mpiexec" --oversubscribe -np "$np" -x TSUMUGI_INJECT_FAULT "$tsumugi" train "$work/tiny.toml" "${common[@]}" \
-    --set checkpoint.dir="$work/$name" "$@" > "$work/$name.log" 2>&1 || { cat "$work/$name.log"; return 1; }
-}
 
 # Default mode: losses of 1 and 2 ranks agree to 1e-6 relative.
-train 1 one --set train.micro_batch=4
-train 2 two --set train.micro_batch=4
+mpi_train 1 one --set train.micro_batch=4
+mpi_train 2 two --set train.micro_batch=4
 paste <(losses "$work/one") <(losses "$work/two") | sed 's/"loss"://g' | awk '
   { d = $1 - $2; if (d < 0) d = -d; m = $1 < 0 ? -$1 : $1; if (d > 1e-6 * m) { print "loss differs:", $0; bad = 1 } }
   END { exit bad }'
@@ -32,7 +26,7 @@ echo "ok   default mode: $(losses "$work/one" | wc -l) losses of 1 and 2 ranks a
 
 # Deterministic mode: identical bytes for 1, 2 and 4 ranks (micro-batches of 2 sequences).
 det=(--set parallel.deterministic=true --set train.micro_batch=2)
-for np in 1 2 4; do train $np det$np "${det[@]}"; done
+for np in 1 2 4; do mpi_train $np det$np "${det[@]}"; done
 for np in 2 4; do
   cmp "$work/det1/checkpoints/latest/model.safetensors" "$work/det$np/checkpoints/latest/model.safetensors"
 done
@@ -42,11 +36,11 @@ echo "ok   deterministic mode: 1, 2 and 4 ranks give byte-identical weights and 
 # ZeRO-1: the same bytes as plain data parallelism in deterministic mode, the same losses in the
 # default mode; its checkpoint (gathered into AdamW's format) resumes without ZeRO on 1 rank.
 for np in 2 4; do
-  train $np zero$np "${det[@]}" --set parallel.zero=1
+  mpi_train $np zero$np "${det[@]}" --set parallel.zero=1
   cmp "$work/det1/checkpoints/latest/model.safetensors" "$work/zero$np/checkpoints/latest/model.safetensors"
   cmp "$work/det$np/checkpoints/latest/optimizer.safetensors" "$work/zero$np/checkpoints/latest/optimizer.safetensors"
 done
-train 2 zero-default --set train.micro_batch=4 --set parallel.zero=1
+mpi_train 2 zero-default --set train.micro_batch=4 --set parallel.zero=1
 paste <(losses "$work/two") <(losses "$work/zero-default") | sed 's/"loss"://g' | awk '
   { d = $1 - $2; if (d < 0) d = -d; m = $1 < 0 ? -$1 : $1; if (d > 1e-6 * m) { print "loss differs:", $0; bad = 1 } }
   END { exit bad }'
@@ -55,9 +49,9 @@ echo "ok   ZeRO-1: byte-identical to data parallelism (deterministic, 2 and 4 ra
 # A checkpoint of 2 ranks (step 6) resumes on 1 and on 4 ranks. The 2-rank run is killed at
 # step 7 (the recipe stays the same, so does the learning-rate schedule).
 for np in 1 4; do
-  TSUMUGI_INJECT_FAULT=kill@7 train 2 resume$np "${det[@]}" > /dev/null 2>&1 || true
+  TSUMUGI_INJECT_FAULT=kill@7 mpi_train 2 resume$np "${det[@]}" > /dev/null 2>&1 || true
   [ "$(readlink "$work/resume$np/checkpoints/latest")" = "step-00000006" ] || { echo "FAIL: no step-6 checkpoint"; exit 1; }
-  train $np resume$np "${det[@]}"
+  mpi_train $np resume$np "${det[@]}"
   grep -q "resuming from .*step-00000006" "$work/resume$np.log" || { echo "FAIL: no resume on $np ranks"; exit 1; }
   cmp "$work/det1/checkpoints/latest/model.safetensors" "$work/resume$np/checkpoints/latest/model.safetensors"
   diff <(losses "$work/det1") <(losses "$work/resume$np")

@@ -103,3 +103,13 @@ expect_error() {
   fi
   echo "ok   $name: $(cat "$work/err-lines.log")"
 }
+
+# mpi_train NP RUN_NAME [train arguments...]: `mpirun -np NP tsumugi train` of the tiny recipe with
+# the script's "${common[@]}" settings, into "$work/RUN_NAME" (log "$work/RUN_NAME.log", shown if
+# the job fails). TSUMUGI_INJECT_FAULT passes through. Needs $mpiexec.
+mpi_train() {
+  local np=$1 name=$2
+  shift 2
+  "$mpiexec" --oversubscribe -np "$np" -x TSUMUGI_INJECT_FAULT "$tsumugi" train "$work/tiny.toml" "${common[@]}" \
+    --set checkpoint.dir="$work/$name" "$@" > "$work/$name.log" 2>&1 || { cat "$work/$name.log"; return 1; }
+}

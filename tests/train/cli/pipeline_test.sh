@@ -21,12 +21,6 @@ make_fixture
 
 common=(--set model.dropout=0 --set model.layers=4 --set train.steps=12 --set train.global_batch=8
         --set train.micro_batch=2 --set checkpoint.every=6)
-train() {  # train NP RUN_NAME [--set ...]
-  local np=$1 name=$2
-  shift 2
-  "$mpiexec" --oversubscribe -np "$np" -x TSUMUGI_INJECT_FAULT "$tsumugi" train "$work/tiny.toml" "${common[@]}" \
-    --set checkpoint.dir="$work/$name" "$@" > "$work/$name.log" 2>&1 || { cat "$work/$name.log"; return 1; }
-}
 same_losses() {  # same_losses RUN RUN: equal to 1e-6 relative, and as many
   [ "$(losses "$work/$1" | wc -l)" = "$(losses "$work/$2" | wc -l)" ] || { echo "FAIL: $1 and $2 ran different steps"; exit 1; }
   paste <(losses "$work/$1") <(losses "$work/$2") | sed 's/"loss"://g' | awk -v a="$1" -v b="$2" '
@@ -39,13 +33,13 @@ same_bytes() {  # same_bytes RUN RUN: the newest checkpoints' weights and optimi
 }
 
 # Default mode.
-train 1 one
+mpi_train 1 one
 for layout in "2 gpipe" "4 1f1b"; do
   set -- $layout
-  train "$1" "pp$1-$2" --set parallel.pp="$1" --set parallel.schedule="$2"
+  mpi_train "$1" "pp$1-$2" --set parallel.pp="$1" --set parallel.schedule="$2"
   same_losses one "pp$1-$2"
 done
-train 4 dp2pp2 --set parallel.pp=2
+mpi_train 4 dp2pp2 --set parallel.pp=2
 same_losses one dp2pp2
 grep -q "pipeline: 2 stages x 2 data-parallel replicas" "$work/dp2pp2.log" || { cat "$work/dp2pp2.log"; exit 1; }
 grep -q "pipeline: idle per stage" "$work/pp4-1f1b.log" || { cat "$work/pp4-1f1b.log"; exit 1; }
@@ -53,16 +47,16 @@ echo "ok   default mode: pp 2 (GPipe), pp 4 (1F1B) and dp 2 x pp 2 give the loss
 
 # Deterministic mode: the same bytes as one process.
 det=(--set parallel.deterministic=true)
-train 1 det1 "${det[@]}"
+mpi_train 1 det1 "${det[@]}"
 for layout in "2 gpipe" "2 1f1b" "4 gpipe" "4 1f1b"; do
   set -- $layout
-  train "$1" "det-pp$1-$2" "${det[@]}" --set parallel.pp="$1" --set parallel.schedule="$2"
+  mpi_train "$1" "det-pp$1-$2" "${det[@]}" --set parallel.pp="$1" --set parallel.schedule="$2"
   same_bytes det1 "det-pp$1-$2"
   diff <(losses "$work/det1") <(losses "$work/det-pp$1-$2")
 done
-train 4 det-dp2pp2 "${det[@]}" --set parallel.pp=2
+mpi_train 4 det-dp2pp2 "${det[@]}" --set parallel.pp=2
 same_bytes det1 det-dp2pp2
-train 4 det-dp2pp2-zero "${det[@]}" --set parallel.pp=2 --set parallel.zero=1
+mpi_train 4 det-dp2pp2-zero "${det[@]}" --set parallel.pp=2 --set parallel.zero=1
 same_bytes det1 det-dp2pp2-zero
 echo "ok   deterministic mode: pp 2 and 4, GPipe and 1F1B, dp 2 x pp 2 (also with ZeRO-1) are byte-identical to one process"
 
@@ -70,9 +64,9 @@ echo "ok   deterministic mode: pp 2 and 4, GPipe and 1F1B, dp 2 x pp 2 (also wit
 for target in "4 4" "1 1"; do
   set -- $target
   name=resume-np$1
-  TSUMUGI_INJECT_FAULT=kill@7 train 4 "$name" "${det[@]}" --set parallel.pp=2 > /dev/null 2>&1 || true
+  TSUMUGI_INJECT_FAULT=kill@7 mpi_train 4 "$name" "${det[@]}" --set parallel.pp=2 > /dev/null 2>&1 || true
   [ "$(readlink "$work/$name/checkpoints/latest")" = "step-00000006" ] || { echo "FAIL: no step-6 checkpoint"; exit 1; }
-  train "$1" "$name" "${det[@]}" --set parallel.pp="$2"
+  mpi_train "$1" "$name" "${det[@]}" --set parallel.pp="$2"
   grep -q "resuming from .*step-00000006" "$work/$name.log" || { echo "FAIL: no resume"; cat "$work/$name.log"; exit 1; }
   same_bytes det1 "$name"
   diff <(losses "$work/det1") <(losses "$work/$name")
@@ -80,7 +74,7 @@ done
 echo "ok   a dp 2 x pp 2 checkpoint resumed as 1 x 4 and 1 x 1: same losses, byte-identical weights and state"
 
 # The trace: every rank's spans, readable JSON.
-train 2 traced --set parallel.pp=2 --set train.steps=4 --trace "$work/trace.json"
+mpi_train 2 traced --set parallel.pp=2 --set train.steps=4 --trace "$work/trace.json"
 python3 - "$work/trace.json" <<'PY'
 import json, sys
 events = json.load(open(sys.argv[1]))["traceEvents"]

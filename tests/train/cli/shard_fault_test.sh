@@ -64,14 +64,22 @@ flip_bit() {
 }
 eval_on() { "$tsumugi" eval --checkpoint "$work/run" --data "$1"; }
 
+# expect_split_error SPLIT NAME PATTERN DIR: the damaged split DIR/SPLIT fails `train` (as its
+# training split) or `eval` (the validation split) with one error line holding PATTERN.
+expect_split_error() {
+  if [ "$1" = train ]; then
+    expect_error "$2 (train)" "$3" train --set data.train="$4/train"
+  else
+    expect_error "$2 (eval)" "$3" eval_on "$4/val"
+  fi
+}
+
 for split in train val; do
   broken flip-$split
-  flip_bit "$work/flip-$split/$split/shard-00000.h5"
   file=$work/flip-$split/$split/shard-00000.h5
-  if [ $split = train ]; then
-    expect_error "bit flip in token data (train)" "$file: checksum mismatch" train --set data.train="$work/flip-train/train"
-  else
-    expect_error "bit flip in token data (eval)" "$file: checksum mismatch" eval_on "$work/flip-val/val"
+  flip_bit "$file"
+  expect_split_error $split "bit flip in token data" "$file: checksum mismatch" "$work/flip-$split"
+  if [ $split = val ]; then
     expect_error "bit flip in token data (train's validation split)" "$file: checksum mismatch" \
       train --set data.valid="$work/flip-val/val"
   fi
@@ -79,20 +87,12 @@ for split in train val; do
   broken cut-$split
   file=$work/cut-$split/$split/shard-00000.h5
   truncate -s $(($(stat -c %s "$file") / 2)) "$file"
-  if [ $split = train ]; then
-    expect_error "truncated shard (train)" "$file: truncated" train --set data.train="$work/cut-train/train"
-  else
-    expect_error "truncated shard (eval)" "$file: truncated" eval_on "$work/cut-val/val"
-  fi
+  expect_split_error $split "truncated shard" "$file: truncated" "$work/cut-$split"
 
   broken gone-$split
-  rm "$work/gone-$split/$split/shard-00000.h5"
   file=$work/gone-$split/$split/shard-00000.h5
-  if [ $split = train ]; then
-    expect_error "missing shard (train)" "$file: missing" train --set data.train="$work/gone-train/train"
-  else
-    expect_error "missing shard (eval)" "$file: missing" eval_on "$work/gone-val/val"
-  fi
+  rm "$file"
+  expect_split_error $split "missing shard" "$file: missing" "$work/gone-$split"
 done
 
 # Shards made with another tokenizer: a whole split (its manifest says so), and one shard file
