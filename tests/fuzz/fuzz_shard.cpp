@@ -10,6 +10,7 @@
 
 #include "data/hdf5_util.h"
 #include "fuzz/fuzz_util.h"
+#include "fuzz/shard_reads.h"
 
 namespace tsumugi::data_internal {
 uint32_t crc32_update(uint32_t crc, const void* bytes, size_t size);
@@ -135,16 +136,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     data_internal::H5ErrorCapture quiet;
     if (!write_shard(path, in)) return 0;
   }
-  for (const bool verify : {false, true}) {
-    fuzz::expect_only_tsumugi_errors([&] {
-      const ShardReader shard = ShardReader::open(path, verify);
-      const uint64_t documents = shard.doc_offsets().size() - 1;
-      for (uint64_t d = 0; d < std::min<uint64_t>(documents, 64); ++d) (void)shard.document_tokens(d);
-      const uint64_t count = std::min<uint64_t>(shard.info().token_count, 4096);
-      std::vector<int32_t> tokens(count);
-      shard.read_tokens(0, count, tokens.data());
-      (void)shard.compute_checksum();
-    });
-  }
+  fuzz::read_shard_every_way(path);
   return 0;
 }
