@@ -16,6 +16,9 @@
 namespace tsumugi::data_internal {
 namespace {
 
+// Reads start at 64 KiB and double up to 1 MiB, so that the many small files of a corpus (and of
+// the fuzzers) do not each zero-fill a 1 MiB buffer.
+constexpr size_t kFirstReadChunk = 64 << 10;
 constexpr size_t kReadChunk = 1 << 20;
 
 bool ends_with(std::string_view s, std::string_view suffix) {
@@ -53,7 +56,8 @@ struct LineReader::Decoder {
   }
 };
 
-LineReader::LineReader(const std::string& path) : path_(path), decoder_(std::make_unique<Decoder>()) {
+LineReader::LineReader(const std::string& path)
+    : path_(path), decoder_(std::make_unique<Decoder>()), chunk_(kFirstReadChunk) {
   file_ = std::fopen(path.c_str(), "rb");
   TSU_CHECK(file_ != nullptr, IOError, "[input] {}: cannot open: {}", path, std::strerror(errno));
   if (ends_with(path, ".gz")) {
@@ -78,9 +82,11 @@ bool LineReader::fill() {
   begin_ = 0;
   Decoder& d = *decoder_;
   const size_t old_size = buffer_.size();
+  const size_t chunk = chunk_;
+  chunk_ = std::min(2 * chunk_, kReadChunk);
   if (d.kind == Decoder::Kind::plain) {
-    buffer_.resize(old_size + kReadChunk);
-    const size_t got = std::fread(buffer_.data() + old_size, 1, kReadChunk, file_);
+    buffer_.resize(old_size + chunk);
+    const size_t got = std::fread(buffer_.data() + old_size, 1, chunk, file_);
     TSU_CHECK(!std::ferror(file_), IOError, "[input] {}: read error", path_);
     buffer_.resize(old_size + got);
     file_bytes_read_ += got;
@@ -89,8 +95,8 @@ bool LineReader::fill() {
   }
   while (buffer_.size() == old_size) {
     if (d.input_pos == d.input.size() && !d.file_done) {
-      d.input.resize(kReadChunk);
-      const size_t got = std::fread(d.input.data(), 1, kReadChunk, file_);
+      d.input.resize(chunk);
+      const size_t got = std::fread(d.input.data(), 1, chunk, file_);
       TSU_CHECK(!std::ferror(file_), IOError, "[input] {}: read error", path_);
       d.input.resize(got);
       d.input_pos = 0;
@@ -104,23 +110,23 @@ bool LineReader::fill() {
       eof_ = true;
       return false;
     }
-    buffer_.resize(old_size + kReadChunk);
+    buffer_.resize(old_size + chunk);
     if (d.kind == Decoder::Kind::gzip) {
       d.zlib.next_in = reinterpret_cast<Bytef*>(d.input.data() + d.input_pos);
       d.zlib.avail_in = static_cast<uInt>(d.input.size() - d.input_pos);
       d.zlib.next_out = reinterpret_cast<Bytef*>(buffer_.data() + old_size);
-      d.zlib.avail_out = static_cast<uInt>(kReadChunk);
+      d.zlib.avail_out = static_cast<uInt>(chunk);
       const int status = inflate(&d.zlib, Z_NO_FLUSH);
       TSU_CHECK(status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR, IOError,
                 "[input] {}: corrupt gzip data ({})", path_, d.zlib.msg ? d.zlib.msg : "inflate failed");
       d.input_pos = d.input.size() - d.zlib.avail_in;
       d.output_pending = d.zlib.avail_out == 0;
-      buffer_.resize(old_size + (kReadChunk - d.zlib.avail_out));
+      buffer_.resize(old_size + (chunk - d.zlib.avail_out));
       d.inside_stream = status != Z_STREAM_END;
       if (status == Z_STREAM_END) inflateReset(&d.zlib);  // another gzip member may follow
     } else {
       ZSTD_inBuffer in{d.input.data(), d.input.size(), d.input_pos};
-      ZSTD_outBuffer out{buffer_.data() + old_size, kReadChunk, 0};
+      ZSTD_outBuffer out{buffer_.data() + old_size, chunk, 0};
       const size_t status = ZSTD_decompressStream(d.zstd, &out, &in);
       TSU_CHECK(!ZSTD_isError(status), IOError, "[input] {}: corrupt zstd data ({})", path_,
                 ZSTD_getErrorName(status));

@@ -39,6 +39,7 @@ class LineReader {
   std::unique_ptr<Decoder> decoder_;
   std::string buffer_;
   size_t begin_ = 0;  // start of unread data in buffer_
+  size_t chunk_;      // bytes the next fill() reads: 64 KiB, doubling up to 1 MiB
   bool eof_ = false;
   uint64_t line_number_ = 0;
   uint64_t file_bytes_read_ = 0;
