@@ -72,9 +72,15 @@ DataParallel::DataParallel(Module& module, std::shared_ptr<ProcessGroup> group, 
 
 DataParallel::DataParallel(const NamedTensors& params, std::shared_ptr<ProcessGroup> group, DataParallelOptions options)
     : impl_(std::make_unique<Impl>(std::move(group))) {
+  // Gradients travel as f32 on the parameters' device (MPI for cpu, NCCL for cuda), whatever
+  // the parameters' dtype: bf16 gradients are averaged without rounding.
+  Device device = Device::cpu();
   for (auto& [name, p] : params) {
-    TSU_CHECK(p.dtype() == DType::f32 && p.device().is_cpu(), ValueError,
-              "[data_parallel] parameter {} must be an f32 cpu tensor", name);
+    TSU_CHECK(is_floating(p.dtype()), ValueError, "[data_parallel] parameter {} is {}, not a floating-point tensor", name,
+              dtype_name(p.dtype()));
+    if (impl_->params.empty()) device = p.device();
+    TSU_CHECK(p.device() == device, ValueError, "[data_parallel] parameter {} is on {} but the first one is on {}", name,
+              p.device().str(), device.str());
     impl_->params.push_back(p);
   }
   // Buckets in reverse registration order: the backward pass produces the last layers' gradients first.
@@ -95,7 +101,7 @@ DataParallel::DataParallel(const NamedTensors& params, std::shared_ptr<ProcessGr
   }
   for (Impl::Bucket& bucket : impl_->buckets) {
     const int64_t total = bucket.offsets.back() + impl_->params[bucket.members.back()].numel();
-    bucket.buffer = empty({total});
+    bucket.buffer = empty({total}, {.device = device});
   }
   for (size_t k = 0; k < n; ++k) impl_->params[k].set_grad_ready_hook([impl = impl_.get(), k](const Tensor&) {
     impl->on_grad_ready(k);
@@ -109,7 +115,7 @@ DataParallel::~DataParallel() {
 uint64_t parameter_checksum(const Module& module) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (const Tensor& p : module.parameters()) {
-    const Tensor c = p.contiguous();
+    const Tensor c = p.contiguous().to(Device::cpu());
     const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
     for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
   }

@@ -45,7 +45,61 @@ class LocalGroup : public ProcessGroup {
   std::shared_ptr<Work> all_reduce_async(Tensor, ReduceOp) override { return std::make_shared<ReadyWork>(); }
 };
 
+// Host tensors over one group (MPI), device tensors over another (NCCL) with the same ranks.
+class DeviceAwareGroup : public ProcessGroup {
+ public:
+  DeviceAwareGroup(std::shared_ptr<ProcessGroup> host, std::shared_ptr<ProcessGroup> device)
+      : host_(std::move(host)), device_(std::move(device)) {
+    TSU_CHECK(host_ && device_ && host_->rank() == device_->rank() && host_->size() == device_->size(), ValueError,
+              "[device_aware_group] the host and device groups must have the same ranks");
+    timeout_ = host_->timeout();
+  }
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
+  std::string backend() const override { return host_->backend() + "+" + device_->backend(); }
+  void all_reduce(Tensor& t, ReduceOp op) override { of(t).all_reduce(t, op); }
+  void all_reduce_tree(Tensor& t) override { of(t).all_reduce_tree(t); }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    of(input).reduce_scatter(input, output, op);
+  }
+  void all_gather(const Tensor& input, Tensor& output) override { of(input).all_gather(input, output); }
+  void broadcast(Tensor& t, int root) override { of(t).broadcast(t, root); }
+  void send(const Tensor& t, int dst, int tag) override { of(t).send(t, dst, tag); }
+  void recv(Tensor& t, int src, int tag) override { of(t).recv(t, src, tag); }
+  void barrier() override {
+    host_->set_timeout(timeout_);
+    host_->barrier();
+  }
+  std::shared_ptr<ProcessGroup> split(int color, int key) override {
+    // Both are collective over the same ranks, in the same order on every rank.
+    auto host = host_->split(color, key);
+    return std::make_shared<DeviceAwareGroup>(host, device_->split(color, key));
+  }
+  std::shared_ptr<Work> all_reduce_async(Tensor t, ReduceOp op) override {
+    return of(t).all_reduce_async(std::move(t), op);
+  }
+  std::shared_ptr<Work> send_async(Tensor t, int dst, int tag) override {
+    return of(t).send_async(std::move(t), dst, tag);
+  }
+  std::shared_ptr<Work> recv_async(Tensor t, int src, int tag) override {
+    return of(t).recv_async(std::move(t), src, tag);
+  }
+
+ private:
+  ProcessGroup& of(const Tensor& t) const {
+    ProcessGroup& g = t.device().is_cpu() ? *host_ : *device_;
+    g.set_timeout(timeout_);
+    return g;
+  }
+  std::shared_ptr<ProcessGroup> host_, device_;
+};
+
 }  // namespace
+
+std::shared_ptr<ProcessGroup> device_aware_group(std::shared_ptr<ProcessGroup> host,
+                                                 std::shared_ptr<ProcessGroup> device) {
+  return std::make_shared<DeviceAwareGroup>(std::move(host), std::move(device));
+}
 
 std::chrono::milliseconds ProcessGroup::default_timeout() {
   if (const char* env = std::getenv("TSUMUGI_COLLECTIVE_TIMEOUT")) {

@@ -115,6 +115,21 @@ std::vector<int64_t> stage_starts(const TrainConfig& c) {
   return starts;
 }
 
+// A multi-GPU job: gradients and weights over NCCL (GPU local_rank of each node), scalars and
+// flags over MPI, in one group.
+std::shared_ptr<ProcessGroup> with_nccl(std::shared_ptr<ProcessGroup> mpi, const ProcessInfo& where) {
+  TSU_CHECK(nccl_built(), ConfigError,
+            "[config] device.type = \"cuda\" with {} processes needs NCCL, and this build of tsumugi has none "
+            "(TSUMUGI_NCCL=OFF or NCCL not found); run one process per job, or rebuild with NCCL",
+            mpi->size());
+  const int gpus = cuda_device_count();
+  TSU_CHECK(where.local_world <= gpus, ConfigError,
+            "[config] {} processes on this node but {} CUDA device(s) visible: multi-GPU training takes one GPU per "
+            "process (mpirun -np <GPUs per node x nodes>)",
+            where.local_world, gpus);
+  return device_aware_group(mpi, nccl_group(mpi, Device::cuda(where.local_rank)));
+}
+
 Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<ProcessGroup>& group,
               const std::shared_ptr<ProcessGroup>& pp_group) {
   const bool leader = group->rank() == 0 && pp_group->rank() == 0;
@@ -124,9 +139,9 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
     TSU_CHECK(cuda_built(), ConfigError,
               "[config] device.type = \"cuda\" but this build of tsumugi has no CUDA support (TSUMUGI_CUDA=OFF)");
     TSU_CHECK(cuda_device_count() > 0, ConfigError, "[config] device.type = \"cuda\" but no CUDA device is visible");
-    TSU_CHECK(group->size() == 1, NotImplementedError,
-              "[train] device.type = \"cuda\" with {} processes: multi-GPU training needs the NCCL process group, "
-              "which is not built yet; run one process", group->size());
+    TSU_CHECK(group->size() == 1 || recipe.parallel.zero == 0, NotImplementedError,
+              "[train] parallel.zero = 1 on cuda is not built yet (ZeRO-1 shards CPU optimizer state); set "
+              "parallel.zero = 0");
   }
   Run run{recipe, Tokenizer::load(recipe.data.tokenizer), {}, {}, {}, {}, {}, 0, {}};
   TrainConfig& c = run.config;
@@ -240,9 +255,10 @@ double measure_gemm_gflops(Device device, DType dtype) {
 
 TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   const ParallelConfig& parallel = recipe.parallel;
-  const std::shared_ptr<ProcessGroup> world_group = default_group();
+  std::shared_ptr<ProcessGroup> world_group = default_group();
   const ProcessInfo where = process_info();
   const int world = world_group->size();
+  if (recipe.device.type == "cuda" && cuda_built() && world > 1) world_group = with_nccl(world_group, where);
   const int pp = static_cast<int>(parallel.pp);
   TSU_CHECK(world % pp == 0, ConfigError, "[config] parallel.pp = {} does not divide the job's {} processes", pp, world);
   TSU_CHECK(parallel.dp == 0 || parallel.dp * pp == world, ConfigError,

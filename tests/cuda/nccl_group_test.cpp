@@ -1,5 +1,6 @@
 // The NCCL process group on one GPU: a communicator of one rank (bootstrapped over the local
 // group) runs every collective for real. Several ranks are tested in tests/dist under mpirun.
+#include <tsumugi/dist/data_parallel.h>
 #include <tsumugi/dist/process_group.h>
 
 #include <chrono>
@@ -152,6 +153,41 @@ TEST(NcclGroup, RefusesCpuTensorsAndOtherDevices) {
   EXPECT_THROW(gpu_group()->all_reduce(strided), ValueError);
   Tensor u16 = zeros({4}, {.dtype = DType::u16, .device = kGpu});
   EXPECT_THROW(gpu_group()->all_reduce(u16), ValueError);
+}
+
+// The trainer's multi-GPU group on one GPU: device tensors over NCCL, host tensors over the
+// bootstrap group, and data parallelism (broadcast, checksum, device buckets) over it.
+TEST(NcclGroup, CarriesTheDeviceSideOfADataParallelModel) {
+  TSU_REQUIRE_NCCL();
+  auto both = device_aware_group(local_group(), gpu_group());
+  EXPECT_EQ(both->backend(), "local+nccl");
+  Tensor on_gpu = full({4}, 3.0, {.device = kGpu});
+  Tensor on_cpu = full({4}, 5.0);
+  auto work = both->all_reduce_async(on_gpu);
+  both->all_reduce(on_cpu);
+  work->wait();
+  EXPECT_EQ(values(on_gpu), std::vector<double>(4, 3.0));
+  EXPECT_EQ(values(on_cpu), std::vector<double>(4, 5.0));
+
+  ModelConfig config{.arch = Arch::llama, .layers = 2, .heads = 2, .kv_heads = 1, .dim = 16, .vocab = 31, .context = 8};
+  auto model = make_model(config);
+  model->init_weights(3);
+  const uint64_t on_host = parameter_checksum(*model);
+  model->to(kGpu);
+  EXPECT_EQ(parameter_checksum(*model), on_host);  // read back from the device, not dereferenced there
+  broadcast_parameters(*model, *both);
+  EXPECT_EQ(parameter_checksum(*model), on_host);
+  DataParallel dp(*model, both);
+  Generator gen(4);
+  const Tensor tokens = randint(0, 31, {2, 9}, gen);
+  const Tensor inputs = tokens.narrow(1, 0, 8).contiguous().to(kGpu);
+  const Tensor targets = tokens.narrow(1, 1, 8).contiguous().to(kGpu);
+  cross_entropy(model->forward(inputs).view({-1, 31}), targets.view({-1})).backward();
+  dp.synchronize_gradients();
+  for (const Tensor& p : model->parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_TRUE(p.grad().device() == kGpu);
+  }
 }
 
 TEST(NcclGroup, TakesItsTimeoutFromTheBootstrapGroup) {

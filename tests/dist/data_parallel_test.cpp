@@ -81,6 +81,34 @@ TEST(DataParallel, AveragedGradientsMatchOneProcessOnTheWholeBatch) {
   }
 }
 
+// The same on GPUs, as the trainer runs it: weights broadcast and gradients averaged over NCCL
+// in a device-aware group, one GPU per rank. On a single GPU this still checks the broadcast and
+// checksum of device weights and the device buckets.
+TEST(DataParallel, GpuModelOverNcclMatchesOneCpuProcess) {
+  const ProcessInfo info = process_info();
+  if (!nccl_built() || cuda_device_count() < info.local_world) GTEST_SKIP() << "needs NCCL and a GPU per rank";
+  const Device gpu = Device::cuda(info.local_rank);
+  auto both = device_aware_group(world(), nccl_group(world(), gpu));
+  const int r = both->rank(), n = both->size();
+  const Tensor tokens = global_tokens();
+  auto reference = tiny_model(100);
+  loss_of(*reference, tokens).backward();
+  const auto want = grads_of(*reference);
+  auto model = tiny_model(100 + static_cast<uint64_t>(r));  // rank 0's weights arrive by broadcast
+  model->to(gpu);
+  broadcast_parameters(*model, *both);
+  DataParallel dp(*model, both, {.bucket_bytes = 2048});
+  const int64_t rows = 8 / n;
+  loss_of(*model, tokens.narrow(0, r * rows, rows).to(gpu)).backward();
+  dp.synchronize_gradients();
+  const auto params = model->parameters();
+  for (size_t i = 0; i < want.size(); ++i) {
+    const std::vector<float> got = params[i].grad().to(Device::cpu()).to(DType::f32).to_vector<float>();
+    for (size_t j = 0; j < want[i].size(); ++j)
+      ASSERT_NEAR(got[j], want[i][j], 1e-4 * (1 + std::fabs(want[i][j]))) << "parameter " << i << " element " << j;
+  }
+}
+
 TEST(DataParallel, TreeAccumulationIsBitwiseIndependentOfTheRankCount) {
   const int r = world()->rank(), n = world()->size();
   const Tensor tokens = global_tokens();

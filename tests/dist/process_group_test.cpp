@@ -22,6 +22,35 @@ Tensor contribution(int r, int64_t n = 1000) {
   return randn({n}, gen) * std::pow(10.0, r % 3);
 }
 
+// Stands in for the device side of a device-aware group on a machine without GPUs: it has
+// ranks (and splits like the group it mirrors) but refuses to move anything, so a CPU tensor that
+// reached it would fail the test.
+class NoTransport : public ProcessGroup {
+ public:
+  explicit NoTransport(std::shared_ptr<ProcessGroup> mirror) : mirror_(std::move(mirror)) {}
+  int rank() const override { return mirror_->rank(); }
+  int size() const override { return mirror_->size(); }
+  std::string backend() const override { return "none"; }
+  void all_reduce(Tensor&, ReduceOp) override { refuse(); }
+  void all_reduce_tree(Tensor&) override { refuse(); }
+  void reduce_scatter(const Tensor&, Tensor&, ReduceOp) override { refuse(); }
+  void all_gather(const Tensor&, Tensor&) override { refuse(); }
+  void broadcast(Tensor&, int) override { refuse(); }
+  void send(const Tensor&, int, int) override { refuse(); }
+  void recv(Tensor&, int, int) override { refuse(); }
+  void barrier() override { refuse(); }
+  std::shared_ptr<ProcessGroup> split(int color, int key) override {
+    ++splits;
+    return std::make_shared<NoTransport>(mirror_->split(color, key));
+  }
+  std::shared_ptr<Work> all_reduce_async(Tensor, ReduceOp) override { refuse(); }
+  int splits = 0;
+
+ private:
+  [[noreturn]] static void refuse() { throw std::logic_error("a host tensor went to the device group"); }
+  std::shared_ptr<ProcessGroup> mirror_;
+};
+
 }  // namespace
 
 TEST(ProcessGroup, KnowsRankAndSize) {
@@ -117,6 +146,43 @@ TEST(ProcessGroup, AsyncAllReducesOverlapWithOtherCollectives) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(buckets[static_cast<size_t>(i)].to_vector<float>()[9999], static_cast<float>(i * n));
 }
 
+// A multi-GPU job's group: host tensors (losses, flags, checksums) over MPI, device tensors
+// over NCCL. On the CPU every collective must take the host side.
+TEST(ProcessGroup, DeviceAwareGroupMovesHostTensorsOverTheHostGroup) {
+  auto device_side = std::make_shared<NoTransport>(world());
+  auto both = device_aware_group(world(), device_side);
+  const int r = both->rank(), n = both->size();
+  EXPECT_EQ(r, world()->rank());
+  EXPECT_EQ(n, world()->size());
+  EXPECT_EQ(both->backend(), world()->backend() + "+none");
+  Tensor sum = full({3}, r + 1);
+  both->all_reduce(sum);
+  EXPECT_EQ(sum.to_vector<float>(), std::vector<float>(3, n * (n + 1) / 2.0f));
+  Tensor gathered = empty({n}, {.dtype = DType::i64});
+  both->all_gather(full({1}, r, {.dtype = DType::i64}), gathered);
+  EXPECT_EQ(gathered.to_vector<int64_t>(), arange(n).to_vector<int64_t>());
+  Tensor b = full({2}, r == 0 ? 5.0 : 0.0);
+  both->broadcast(b, 0);
+  EXPECT_EQ(b.to_vector<float>(), std::vector<float>(2, 5.0f));
+  Tensor bucket = full({100}, r);
+  auto work = both->all_reduce_async(bucket);
+  both->barrier();
+  work->wait();
+  EXPECT_EQ(bucket.to_vector<float>()[99], static_cast<float>(n * (n - 1) / 2));
+  // split() splits both sides, so the sub-group still has a device side with the same ranks.
+  auto half = both->split(r % 2, r);
+  EXPECT_EQ(device_side->splits, 1);
+  EXPECT_EQ(half->rank(), r / 2);
+  Tensor t = full({1}, r);
+  half->all_reduce(t);
+  float want = 0;
+  for (int i = r % 2; i < n; i += 2) want += static_cast<float>(i);
+  EXPECT_EQ(t.item<float>(), want);
+  if (n > 1) {  // sides with different ranks are refused
+    EXPECT_THROW(device_aware_group(world(), local_group()), ValueError);
+  }
+}
+
 TEST(ProcessGroup, NcclGroupIsNotImplementedWithoutNccl) {
   if (nccl_built()) GTEST_SKIP() << "built with NCCL";
   EXPECT_THROW(nccl_group(world(), Device::cuda(0)), NotImplementedError);
@@ -171,6 +237,29 @@ TEST(ProcessGroup, NcclCollectivesAgreeWithTheCpuOnes) {
   gpus->barrier();
   work->wait();
   EXPECT_EQ(bucket.to(Device::cpu()).to_vector<float>()[9999], static_cast<float>(n * (n - 1) / 2));
+}
+
+// The trainer's multi-GPU group: GPU tensors over NCCL and CPU tensors over MPI, side by side.
+TEST(ProcessGroup, NcclAndMpiInOneDeviceAwareGroup) {
+  const ProcessInfo info = process_info();
+  if (!nccl_built() || cuda_device_count() < info.local_world) GTEST_SKIP() << "needs NCCL and a GPU per rank";
+  const Device gpu = Device::cuda(info.local_rank);
+  auto both = device_aware_group(world(), nccl_group(world(), gpu));
+  const int r = both->rank(), n = both->size();
+  EXPECT_EQ(both->backend(), world()->backend() + "+nccl");
+  Tensor on_gpu = full({4}, r + 1, {.device = gpu});
+  Tensor on_cpu = full({4}, 2 * (r + 1));
+  auto work = both->all_reduce_async(on_gpu);
+  both->all_reduce(on_cpu);
+  work->wait();
+  EXPECT_EQ(on_gpu.to(Device::cpu()).to_vector<float>(), std::vector<float>(4, n * (n + 1) / 2.0f));
+  EXPECT_EQ(on_cpu.to_vector<float>(), std::vector<float>(4, static_cast<float>(n * (n + 1))));
+  auto half = both->split(r % 2, r);
+  Tensor t = full({1}, r, {.device = gpu});
+  half->all_reduce(t);
+  float want = 0;
+  for (int i = r % 2; i < n; i += 2) want += static_cast<float>(i);
+  EXPECT_EQ(t.to(Device::cpu()).item<float>(), want);
 }
 
 TSU_MPI_TEST_MAIN

@@ -5,7 +5,9 @@
 /// Default mode: gradients are grouped into buckets in reverse parameter order and each bucket
 /// is all-reduced on a communication thread as soon as the backward pass has filled it, so
 /// communication overlaps the rest of the backward. No communication happens on the non-final
-/// micro-batches of an accumulation (set_gradient_sync(false)).
+/// micro-batches of an accumulation (set_gradient_sync(false)). The parameters may live on any
+/// one device and be of any floating dtype: gradients travel as f32 on that device, so a GPU
+/// model needs a group that moves device tensors (nccl_group, or device_aware_group).
 ///
 /// Deterministic mode (TreeGradientAccumulator): per-micro-batch gradients are summed in one
 /// balanced binary tree over the global micro-batch index, pairwise on each rank then across

@@ -44,7 +44,7 @@ class ProcessGroup {
   virtual ~ProcessGroup() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  /// "local", "mpi" or "nccl".
+  /// "local", "mpi", "nccl" or "mpi+nccl" (device_aware_group).
   virtual std::string backend() const = 0;
 
   /// In place: every rank ends with the reduction over all ranks (contiguous tensors).
@@ -103,6 +103,12 @@ bool nccl_built();
 /// without blocking the host. Throws NotImplementedError in a build without NCCL, ValueError for a
 /// device that is not a visible CUDA device.
 std::shared_ptr<ProcessGroup> nccl_group(std::shared_ptr<ProcessGroup> bootstrap, Device device);
+/// One group over two transports with the same ranks: CPU tensors go through `host` (MPI),
+/// device tensors through `device` (NCCL); barrier() is the host's, split() splits both. This is
+/// how a multi-GPU job keeps its scalars and flags on MPI and its gradients on NCCL. backend()
+/// names both ("mpi+nccl"); the timeout set on this group applies to both.
+std::shared_ptr<ProcessGroup> device_aware_group(std::shared_ptr<ProcessGroup> host,
+                                                 std::shared_ptr<ProcessGroup> device);
 /// The job's group: mpi_world() under mpirun, else local_group().
 std::shared_ptr<ProcessGroup> default_group();
 /// Rank, world size and node-local rank (MPI_Comm_split_type over shared memory).
