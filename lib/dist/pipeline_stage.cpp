@@ -15,6 +15,7 @@
 #include <chrono>
 #include <deque>
 #include <fstream>
+#include <set>
 
 #include "core/check.h"
 
@@ -25,6 +26,8 @@ namespace {
 constexpr int kActivationTag = 71;
 constexpr int kGradientTag = 72;
 constexpr int kTiedTag = 73;
+constexpr int kGatherTag = 74;   // gather_weights, gather_optimizer_state
+constexpr int kForwardTag = 75;  // forward_loss_sum, decode
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -66,6 +69,7 @@ PipelineStage::PipelineStage(CausalLM& model, std::shared_ptr<ProcessGroup> grou
   end_ = stage_ + 1 < stages_ ? starts_[static_cast<size_t>(stage_ + 1)] : c.layers;
   all_params_ = model_.named_parameters();
   for (const auto& [name, tensor] : all_params_) {
+    all_shapes_.push_back(tensor.shape());
     const int64_t piece = model_.parameter_piece(name);
     int64_t stage_of = stages_ - 1;  // the embedding's is the first stage, the head's the last
     if (piece < 0) stage_of = 0;
@@ -246,9 +250,9 @@ double PipelineStage::gradient_norm() const {
   const NamedTensors& all = all_params_;
   std::vector<int64_t> offsets;
   int64_t total_blocks = 0;
-  for (const auto& [name, p] : all) {
+  for (const Shape& shape : all_shapes_) {  // the whole model's, also where released
     offsets.push_back(total_blocks);
-    total_blocks += (p.numel() + kBlock - 1) / kBlock;
+    total_blocks += (shape_numel(shape) + kBlock - 1) / kBlock;
   }
   Tensor pieces = zeros({total_blocks}, {.dtype = DType::f64});
   double* out = pieces.data<double>();
@@ -264,38 +268,128 @@ double PipelineStage::gradient_norm() const {
   return std::sqrt(sum);
 }
 
-void PipelineStage::sync_weights(StateDict& weights) const {
-  if (stages_ == 1) return;
-  for (auto& [name, tensor] : weights) {  // a std::map: the same order on every rank
-    TSU_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), ValueError,
-              "[pipeline] sync_weights needs contiguous cpu tensors ('{}')", name);
-    group_->broadcast(tensor, static_cast<int>(owner(name)));
-  }
+void PipelineStage::release_other_weights() {
+  if (released_) return;
+  std::set<std::string> mine;
+  for (const auto& [name, p] : params_) mine.insert(name);
+  std::vector<std::string> others;
+  for (const auto& [name, p] : all_params_)
+    if (!mine.count(name)) others.push_back(name);
+  model_.release_parameters(others);
+  released_ = true;
 }
 
-StateDict PipelineStage::gather_optimizer_state(const StateDict& local) const {
-  if (stages_ == 1) return local;
+int64_t PipelineStage::held_parameters() const {
+  int64_t n = 0;
+  for (const auto& [name, p] : all_params_) n += p.numel();
+  return n;
+}
+
+StateDict PipelineStage::gather_weights(const StateDict& local, int root) const {
+  // Model order on every rank: each owner sends to the root in the order the root receives.
   StateDict full;
-  for (const auto& [name, p] : all_params_) {
+  for (size_t i = 0; i < all_params_.size(); ++i) {
+    const std::string& name = all_params_[i].first;
+    const int from = static_cast<int>(owner(name));
+    if (stage_ != from && stage_ != root) continue;
+    Tensor t;
+    if (stage_ == from) {
+      const auto it = local.find(name);
+      TSU_CHECK(it != local.end(), ValueError, "[pipeline] stage {} has no weights '{}'", stage_, name);
+      t = it->second.to(Device::cpu()).to(DType::f32).contiguous();
+      TSU_CHECK(t.shape() == all_shapes_[i], ValueError, "[pipeline] stage {} holds '{}' as {}, not {}", stage_, name,
+                shape_str(t.shape()), shape_str(all_shapes_[i]));
+      if (from != root) group_->send(t, root, kGatherTag);
+    } else {
+      t = empty(all_shapes_[i], {.dtype = DType::f32});
+      group_->recv(t, from, kGatherTag);
+    }
+    if (stage_ == root) full[name] = t;
+  }
+  return full;
+}
+
+StateDict PipelineStage::gather_optimizer_state(const StateDict& local, int root) const {
+  StateDict full;
+  for (size_t i = 0; i < all_params_.size(); ++i) {
+    const auto& [name, p] = all_params_[i];
     std::vector<std::string> keys{"exp_avg." + name, "exp_avg_sq." + name};
     if (p.dtype() != DType::f32) keys.push_back("master." + name);
-    const int root = static_cast<int>(owner(name));
+    const int from = static_cast<int>(owner(name));
+    if (stage_ != from && stage_ != root) continue;
     for (const std::string& key : keys) {
       Tensor t;
-      if (root == stage_) {
+      if (stage_ == from) {
         auto it = local.find(key);
         TSU_CHECK(it != local.end(), ValueError, "[pipeline] stage {} has no optimizer state '{}'", stage_, key);
-        t = it->second.to(Device::cpu()).to(DType::f32).contiguous().clone();
+        t = it->second.to(Device::cpu()).to(DType::f32).contiguous();
+        if (from != root) group_->send(t, root, kGatherTag);
       } else {
-        t = zeros(p.shape(), {.dtype = DType::f32});
+        t = empty(all_shapes_[i], {.dtype = DType::f32});
+        group_->recv(t, from, kGatherTag);
       }
-      group_->broadcast(t, root);
-      full[key] = t;
+      if (stage_ == root) full[key] = t.clone();
     }
   }
-  for (const auto& [key, t] : local)  // "step" and anything else every stage has alike
-    if (!full.count(key) && key.find('.') == std::string::npos) full[key] = t;
+  if (stage_ == root)
+    for (const auto& [key, t] : local)  // "step" and anything else every stage has alike
+      if (!full.count(key) && key.find('.') == std::string::npos) full[key] = t;
   return full;
+}
+
+double PipelineStage::forward_loss_sum(const Tensor& inputs, const Tensor& targets) {
+  NoGradGuard no_grad;
+  const bool was_training = model_.is_training();
+  model_.eval();
+  const ModelConfig& c = model_.config();
+  const Device device = model_.device();
+  Tensor x;
+  if (is_first()) {
+    x = model_.embed(inputs.to(device));
+  } else {
+    x = empty({inputs.size(0), inputs.size(1), c.dim}, {.dtype = params_.front().second.dtype(), .device = device});
+    group_->recv(x, static_cast<int>(stage_ - 1), kForwardTag);
+  }
+  x = model_.blocks(x, begin_, end_);
+  double sum = 0;
+  if (!is_last()) {
+    group_->send(x.contiguous(), static_cast<int>(stage_ + 1), kForwardTag);
+  } else {
+    const Tensor logits = model_.head(x);
+    const Tensor flat = targets.reshape({-1});
+    sum = cross_entropy(logits.view({-1, logits.size(-1)}), flat.to(device)).item<double>() *
+          static_cast<double>(flat.numel());
+  }
+  model_.train(was_training);
+  return sum;
+}
+
+Tensor PipelineStage::decode(const std::vector<int64_t>& ids, KVCache& cache) {
+  NoGradGuard no_grad;
+  const bool was_training = model_.is_training();
+  model_.eval();
+  const ModelConfig& c = model_.config();
+  const Device device = model_.device();
+  const auto n = static_cast<int64_t>(ids.size());
+  const int64_t start = cache.length;
+  Tensor x;
+  if (is_first()) {
+    x = model_.embed(from_data<int64_t>(ids, {1, n}, {.dtype = DType::i64, .device = device}), start);
+  } else {
+    x = empty({1, n, c.dim}, {.dtype = params_.front().second.dtype(), .device = device});
+    group_->recv(x, static_cast<int>(stage_ - 1), kForwardTag);
+  }
+  x = model_.blocks(x, begin_, end_, &cache, start);
+  cache.length += n;
+  Tensor last;
+  if (!is_last()) {
+    group_->send(x.contiguous(), static_cast<int>(stage_ + 1), kForwardTag);
+  } else {
+    const Tensor logits = model_.head(x);
+    last = logits.select(0, 0).select(0, n - 1).to(Device::cpu());
+  }
+  model_.train(was_training);
+  return last;
 }
 
 void write_chrome_trace(const std::string& path, ProcessGroup& group, const std::vector<PipelineSpan>& spans,

@@ -11,7 +11,7 @@
 namespace tsumugi {
 
 EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenizer& tokenizer, int64_t max_batches,
-                    ProcessGroup* group) {
+                    ProcessGroup* group, PipelineStage* stage) {
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
@@ -21,17 +21,26 @@ EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenize
   for (int64_t n = 0; max_batches == 0 || n < max_batches; ++n) {
     std::optional<Batch> batch = batches.next();
     if (!batch) break;
-    const Tensor logits = model.forward(batch->inputs.to(model.device()));
     const Tensor targets = batch->targets.view({-1});
     const int64_t count = targets.numel();
-    // cross_entropy is a mean; times the count gives this batch's sum.
-    total_nats += cross_entropy(logits.view({-1, logits.size(-1)}), targets.to(model.device())).item<double>() *
-                  static_cast<double>(count);
+    if (stage) {
+      total_nats += stage->forward_loss_sum(batch->inputs, batch->targets);  // on the last stage
+    } else {
+      const Tensor logits = model.forward(batch->inputs.to(model.device()));
+      // cross_entropy is a mean; times the count gives this batch's sum.
+      total_nats += cross_entropy(logits.view({-1, logits.size(-1)}), targets.to(model.device())).item<double>() *
+                    static_cast<double>(count);
+    }
     result.tokens += count;
     const std::vector<int32_t> ids = targets.to_vector<int32_t>();
     result.bytes += tokenizer.byte_count(ids);
   }
   model.train(was_training);
+  if (stage) {  // the sum lives on the last stage
+    Tensor sum = from_data<double>({total_nats});
+    stage->group().broadcast(sum, static_cast<int>(stage->stages() - 1));
+    total_nats = sum.item<double>();
+  }
   if (group != nullptr && group->size() > 1) {
     Tensor sums = from_data<double>({total_nats, static_cast<double>(result.tokens), static_cast<double>(result.bytes)});
     group->all_reduce(sums);

@@ -43,39 +43,64 @@ int64_t sample_token(const Tensor& logits_in, const SamplingOptions& options, Ge
   return order[keep - 1];
 }
 
+namespace {
+
+// The decoding loop: `next(ids, reset)` runs ids through the model (continuing its cache, or a
+// fresh one when `reset`) and returns the token chosen after the last of them.
+template <class Next>
+std::vector<int64_t> decode_loop(const std::vector<int64_t>& prompt, int64_t max_new_tokens, int64_t context,
+                                 int64_t stop_token, Next&& next) {
+  TSU_CHECK(!prompt.empty(), ValueError, "[generate] the prompt is empty");
+  std::vector<int64_t> all = prompt;
+  std::vector<int64_t> generated;
+  int64_t cached = 0;  // positions in the cache
+  // Start from the end of the prompt that fits in the context.
+  const size_t start = all.size() > static_cast<size_t>(context) ? all.size() - static_cast<size_t>(context) : 0;
+  std::vector<int64_t> ids(all.begin() + static_cast<std::ptrdiff_t>(start), all.end());
+  bool reset = true;
+  for (int64_t i = 0; i < max_new_tokens; ++i) {
+    const int64_t token = next(ids, reset);
+    cached = (reset ? 0 : cached) + static_cast<int64_t>(ids.size());
+    generated.push_back(token);
+    all.push_back(token);
+    if (token == stop_token || i + 1 == max_new_tokens) break;
+    reset = cached >= context;  // full: restart from the last half of the context
+    ids = reset ? std::vector<int64_t>(all.end() - context / 2, all.end()) : std::vector<int64_t>{token};
+  }
+  return generated;
+}
+
+}  // namespace
+
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop_token) {
-  TSU_CHECK(!prompt.empty(), ValueError, "[generate] the prompt is empty");
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
-  const int64_t context = model.config().context;
-  std::vector<int64_t> all = prompt;
-  std::vector<int64_t> generated;
   KVCache cache;
-  auto run = [&](const std::vector<int64_t>& ids) {
-    Tensor logits = model.forward(
-        from_data<int64_t>(ids, {1, static_cast<int64_t>(ids.size())}, {.dtype = DType::i64, .device = model.device()}),
-        &cache);
-    return logits.select(0, 0).select(0, logits.size(1) - 1).to(Device::cpu());
-  };
-  // Start from the end of the prompt that fits in the context.
-  const size_t start = all.size() > static_cast<size_t>(context) ? all.size() - static_cast<size_t>(context) : 0;
-  Tensor last = run(std::vector<int64_t>(all.begin() + static_cast<std::ptrdiff_t>(start), all.end()));
-  for (int64_t i = 0; i < max_new_tokens; ++i) {
-    const int64_t next = sample_token(last, options, gen);
-    generated.push_back(next);
-    all.push_back(next);
-    if (next == stop_token || i + 1 == max_new_tokens) break;
-    if (cache.length >= context) {  // full: restart from the last half of the context
-      cache = KVCache();
-      last = run(std::vector<int64_t>(all.end() - context / 2, all.end()));
-    } else {
-      last = run({next});
-    }
-  }
+  const std::vector<int64_t> generated =
+      decode_loop(prompt, max_new_tokens, model.config().context, stop_token, [&](const std::vector<int64_t>& ids, bool reset) {
+        if (reset) cache = KVCache();
+        Tensor logits = model.forward(
+            from_data<int64_t>(ids, {1, static_cast<int64_t>(ids.size())}, {.dtype = DType::i64, .device = model.device()}),
+            &cache);
+        return sample_token(logits.select(0, 0).select(0, logits.size(1) - 1).to(Device::cpu()), options, gen);
+      });
   model.train(was_training);
   return generated;
+}
+
+std::vector<int64_t> generate(PipelineStage& stage, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+                              const SamplingOptions& options, Generator& gen, int64_t stop_token) {
+  KVCache cache;  // this stage's layers
+  const int last = static_cast<int>(stage.stages() - 1);
+  return decode_loop(prompt, max_new_tokens, stage.context(), stop_token, [&](const std::vector<int64_t>& ids, bool reset) {
+    if (reset) cache = KVCache();
+    const Tensor logits = stage.decode(ids, cache);
+    Tensor token = from_data<int64_t>({stage.is_last() ? sample_token(logits, options, gen) : 0});
+    stage.group().broadcast(token, last);
+    return token.item<int64_t>();
+  });
 }
 
 }  // namespace tsumugi

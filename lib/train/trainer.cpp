@@ -334,6 +334,19 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     std::printf("pipeline: %d stages x %d data-parallel replicas, %s schedule, %lld micro-batches per step; %s\n", pp, dp,
                 c.parallel.schedule.c_str(), static_cast<long long>(accumulation), cut.c_str());
   }
+  if (stage) {
+    // From here on each rank holds only its stage's weights; checkpoints, evaluation and samples
+    // go through the pipeline.
+    const int64_t whole = model.num_parameters();
+    stage->release_other_weights();
+    Tensor held = empty({pp}, {.dtype = DType::i64});
+    stage->group().all_gather(from_data<int64_t>({stage->held_parameters()}), held);
+    if (leader) {
+      std::string list;
+      for (int64_t n : held.to_vector<int64_t>()) list += fmt::format("{}{:.2f}", list.empty() ? "" : ", ", n / 1e6);
+      std::printf("pipeline: weights held per stage %s M of %.2f M\n", list.c_str(), whole / 1e6);
+    }
+  }
 
   const std::optional<InjectedFault> fault = injected_fault();
   LossSpikeDetector spikes(c.train.spike_window, c.train.spike_zscore);
@@ -349,8 +362,8 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     // that no rank runs ahead of a checkpoint that might fail.
     StateDict optimizer_state = optimizer.state_dict();  // collective under ZeRO
     StateDict weights = optimizer.model_weights(model);
-    if (stage) {  // every stage's weights and state from their owners
-      stage->sync_weights(weights);
+    if (stage && rank == 0) {  // replica 0's stages send their pieces to its first stage, the leader
+      weights = stage->gather_weights(weights);
       optimizer_state = stage->gather_optimizer_state(optimizer_state);
     }
     if (leader)
@@ -359,16 +372,10 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     world_group->barrier();
     last_saved = step;
   };
-  // Evaluation and samples run the whole model on every stage, its weights fresh from their owners.
-  auto sync_model = [&] {
-    if (!stage) return;
-    StateDict live = model.state_dict();
-    stage->sync_weights(live);
-  };
+  // Evaluation and samples go through the pipeline's stages.
   auto run_eval = [&](int64_t step) {
     if (!validation) return;
-    sync_model();
-    const EvalResult r = evaluate(model, *validation, run.tokenizer, c.eval.batches, group.get());
+    const EvalResult r = evaluate(model, *validation, run.tokenizer, c.eval.batches, group.get(), stage);
     outcome.eval = r;
     log_metrics({{"step", step}, {"val_loss", r.loss}, {"val_perplexity", r.perplexity}, {"val_bpb", r.bits_per_byte},
                  {"val_tokens", r.tokens}});
@@ -378,16 +385,16 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
                 static_cast<long long>(r.tokens));
   };
   auto print_sample = [&](int64_t step) {
-    sync_model();
-    if (!leader) return;
+    if (stage ? rank != 0 : !leader) return;  // a pipeline samples through replica 0's stages
     std::vector<int64_t> prompt;
     for (int32_t id : run.tokenizer.encode(c.eval.prompt)) prompt.push_back(id);
     if (prompt.empty()) return;
     Generator gen(static_cast<uint64_t>(step));
+    const SamplingOptions sampling{.temperature = c.eval.temperature, .top_k = c.eval.top_k, .top_p = c.eval.top_p};
     const std::vector<int64_t> out =
-        generate(model, prompt, c.eval.sample_tokens,
-                 {.temperature = c.eval.temperature, .top_k = c.eval.top_k, .top_p = c.eval.top_p}, gen,
-                 run.tokenizer.eos_id());
+        stage ? generate(*stage, prompt, c.eval.sample_tokens, sampling, gen, run.tokenizer.eos_id())
+              : generate(model, prompt, c.eval.sample_tokens, sampling, gen, run.tokenizer.eos_id());
+    if (!leader) return;
     std::vector<int32_t> ids(out.begin(), out.end());
     std::printf("%ssample @ step %lld: %s%s\n", terminal ? "\n" : "", static_cast<long long>(step),
                 c.eval.prompt.c_str(), run.tokenizer.decode(ids).c_str());

@@ -99,6 +99,31 @@ TEST(Module, LoadStateDictChecksNamesAndShapes) {
   b->load_state_dict(with_head);
 }
 
+// What a pipeline stage does with the layers it does not run: their memory goes back.
+TEST(Module, ReleasedParametersHoldNothingAndTheOthersAreUntouched) {
+  auto model = make_model(tiny(Arch::llama));
+  model->init_weights(1);
+  const std::vector<float> kept = model->state_dict().at("model.layers.1.mlp.up_proj.weight").to_vector<float>();
+  const int64_t total = model->num_parameters();
+  const int64_t released = 24 * 16 + 13 * 16;
+  const std::string name = "model.layers.0.self_attn.q_proj.weight";  // (16, 16)
+  Tensor parameter;  // the module's own handle
+  for (const auto& [n, p] : model->named_parameters())
+    if (n == name) parameter = p;
+  const int64_t before = memory_stats().allocated;
+  model->release_parameters({"model.layers.0.mlp.up_proj.weight", "model.embed_tokens.weight", name});
+  const int64_t freed = before - memory_stats().allocated;
+  EXPECT_GE(freed, (released + 16 * 16) * 4);
+  EXPECT_EQ(parameter.numel(), 0);  // the module's handles see the release
+  const StateDict after = model->state_dict();
+  EXPECT_EQ(after.at("model.layers.0.mlp.up_proj.weight").shape(), (Shape{0}));
+  EXPECT_EQ(after.at("model.embed_tokens.weight").numel(), 0);
+  EXPECT_EQ(after.at("model.layers.0.mlp.up_proj.weight").dtype(), DType::f32);
+  EXPECT_EQ(after.at("model.layers.1.mlp.up_proj.weight").to_vector<float>(), kept);
+  EXPECT_EQ(model->num_parameters(), total - released - 16 * 16);
+  EXPECT_THROW(model->release_parameters({"model.layers.9.mlp.up_proj.weight"}), ValueError);
+}
+
 TEST(Module, InitialisationIsSeededPerParameter) {
   auto a = make_model(tiny(Arch::gpt2));
   auto b = make_model(tiny(Arch::gpt2));

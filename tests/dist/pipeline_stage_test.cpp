@@ -200,20 +200,87 @@ TEST(PipelineStage, ParametersAreCutByOwnerAndTheTiedEmbeddingIsOnBothEnds) {
   EXPECT_EQ(stage.is_tied_copy("transformer.wte.weight"), stage.is_last());
 }
 
-TEST(PipelineStage, SyncWeightsTakesEachParameterFromItsOwner) {
+TEST(PipelineStage, ReleasedStagesHoldOnlyTheirPiecesAndGatherTheWholeModel) {
   const int n = world()->size();
   if (n < 2) GTEST_SKIP() << "needs 2 or more ranks";
-  auto model = model_of(Arch::llama);
+  auto model = model_of(Arch::gpt2);
+  const int64_t whole = model->num_parameters();
+  const StateDict shapes = model_of(Arch::gpt2)->state_dict();
   PipelineStage stage(*model, world());
-  // Each stage changes only its own parameters; after the sync every rank has every change.
+  // Each stage changes only its own parameters, then lets go of the others.
   {
     NoGradGuard no_grad;
     for (auto [name, p] : stage.parameters()) p.fill_(static_cast<double>(stage.owner(name) + 1));
   }
-  StateDict live = model->state_dict();
-  stage.sync_weights(live);
-  for (const auto& [name, p] : model->named_parameters())
-    EXPECT_EQ(p.to_vector<float>().front(), static_cast<float>(stage.owner(name) + 1)) << name;
+  const int64_t before = memory_stats().allocated;
+  stage.release_other_weights();
+  EXPECT_FALSE(stage.holds_whole_model());
+  EXPECT_EQ(before - memory_stats().allocated, (whole - stage.held_parameters()) * 4);  // f32 bytes freed
+  std::set<std::string> mine;
+  for (const auto& [name, p] : stage.parameters()) mine.insert(name);
+  int64_t held = 0;
+  for (const auto& [name, p] : model->named_parameters()) {
+    EXPECT_EQ(p.numel() > 0, mine.count(name) == 1) << name;
+    held += p.numel();
+  }
+  EXPECT_EQ(stage.held_parameters(), held);
+  EXPECT_LT(held, whole);
+  // The whole model on the last stage (any root works), every parameter from its owner.
+  const int root = n - 1;
+  const StateDict full = stage.gather_weights(model->state_dict(), root);
+  if (stage.stage() != root) {
+    EXPECT_TRUE(full.empty());
+    return;
+  }
+  ASSERT_EQ(full.size(), shapes.size());
+  for (const auto& [name, t] : full) {
+    EXPECT_EQ(t.shape(), shapes.at(name).shape()) << name;
+    EXPECT_EQ(t.to_vector<float>().back(), static_cast<float>(stage.owner(name) + 1)) << name;
+  }
+}
+
+// Forward-only work through released stages gives one process's bits: evaluation sums and
+// incremental decoding with a cache (including a restart when the context fills).
+TEST(PipelineStage, EvaluationAndDecodingThroughReleasedStagesMatchOneProcess) {
+  const int n = world()->size();
+  if (n < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  for (Arch arch : {Arch::gpt2, Arch::llama}) {
+    SCOPED_TRACE(arch == Arch::gpt2 ? "gpt2 tied" : "llama untied");
+    auto reference = model_of(arch);
+    auto model = model_of(arch);
+    PipelineStage stage(*model, world());
+    stage.release_other_weights();
+    const Tensor rows = tokens(4);
+    const double sum = stage.forward_loss_sum(inputs_of(rows), targets_of(rows));
+    double want = 0;
+    {
+      NoGradGuard no_grad;
+      reference->eval();
+      want = cross_entropy(reference->forward(inputs_of(rows)).view({-1, kVocab}), targets_of(rows).view({-1}))
+                 .item<double>() *
+             static_cast<double>(targets_of(rows).numel());
+    }
+    EXPECT_EQ(sum, stage.is_last() ? want : 0.0);
+    KVCache cache, reference_cache;
+    const std::vector<std::vector<int64_t>> pieces{{3, 1, 4}, {1}, {5}, {9, 2, 6, 5}, {3}, {5, 8}};
+    for (const auto& ids : pieces) {
+      if (reference_cache.length + static_cast<int64_t>(ids.size()) > kLength) {
+        cache = KVCache();
+        reference_cache = KVCache();
+      }
+      const Tensor logits = stage.decode(ids, cache);
+      NoGradGuard no_grad;
+      const Tensor all = reference->forward(
+          from_data<int64_t>(ids, {1, static_cast<int64_t>(ids.size())}, {.dtype = DType::i64}), &reference_cache);
+      EXPECT_EQ(cache.length, reference_cache.length);
+      if (!stage.is_last()) {
+        EXPECT_FALSE(logits.defined());
+        continue;
+      }
+      EXPECT_EQ(logits.to_vector<float>(),
+                all.select(0, 0).select(0, static_cast<int64_t>(ids.size()) - 1).to_vector<float>());
+    }
+  }
 }
 
 TEST(PipelineStage, AStageCutThatDoesNotFitIsAnError) {

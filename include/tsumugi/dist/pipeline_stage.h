@@ -4,9 +4,11 @@
 /// passes activations forward and their gradients backward to its neighbours with non-blocking
 /// sends and receives, in the order a schedule (GPipe or 1F1B, pipeline.h) gives.
 ///
-/// Every rank holds the whole model, initialised identically; a stage computes and trains only
-/// its own piece, and the other pieces' weights are refreshed from their owners when the whole
-/// model is needed (evaluation, sampling, a checkpoint): sync_weights().
+/// Every rank builds the whole model, initialised identically (or loaded from a checkpoint); a
+/// stage computes and trains only its own piece. release_other_weights() then frees the other
+/// pieces, so that each rank holds only its stage. The whole model exists only across the
+/// stages from then on: gather_weights() assembles it on one rank (a checkpoint),
+/// forward_loss_sum() evaluates through the pipeline, and decode() generates through it.
 ///
 /// Tied embeddings: the first stage uses the token embedding, the last stage the same matrix as
 /// its output head. Both hold a copy and both update it; the two gradient contributions are
@@ -69,6 +71,8 @@ class PipelineStage {
   int64_t layer_begin() const { return begin_; }
   int64_t layer_end() const { return end_; }
   const std::vector<int64_t>& stage_starts() const { return starts_; }
+  /// The model's context length (positions a cache may hold).
+  int64_t context() const { return model_.config().context; }
   ProcessGroup& group() const { return *group_; }
 
   /// The parameters this stage trains, in the model's order (the tied embedding on the first
@@ -98,11 +102,30 @@ class PipelineStage {
   /// The global gradient norm of the whole model (each parameter counted once, at its owner),
   /// bitwise equal to grad_norm() over the whole model in one process. Collective.
   double gradient_norm() const;
-  /// Every rank gets the current value of every model parameter from its owner. Collective.
-  void sync_weights(StateDict& weights) const;
+  /// Frees the storage of every model parameter this stage does not train (Module::
+  /// release_parameters): from now on the rank holds only its stage. Call once the weights are
+  /// final on every rank (after initialisation, a resume and the data-parallel broadcast).
+  void release_other_weights();
+  bool holds_whole_model() const { return !released_; }
+  /// Parameter elements this stage holds (its own pieces once released).
+  int64_t held_parameters() const;
+  /// The whole model's weights on pipeline rank `root`, each parameter from its owner's entry in
+  /// `local` (this stage's weights by name: the model's state_dict, or fp32 master weights), as
+  /// contiguous f32 CPU tensors; an empty dict on the other ranks. Collective.
+  StateDict gather_weights(const StateDict& local, int root = 0) const;
   /// Completes a stage-local AdamW state (this stage's "exp_avg.<name>" ... and "step") into the
-  /// whole model's, every entry from its owner. Collective.
-  StateDict gather_optimizer_state(const StateDict& local) const;
+  /// whole model's on pipeline rank `root`, every entry from its owner; an empty dict on the
+  /// other ranks. Collective.
+  StateDict gather_optimizer_state(const StateDict& local, int root = 0) const;
+  /// Forward only, through the pipeline (evaluation mode, no gradients): the sum over the tokens
+  /// of `inputs` (B, T) of the cross-entropy against `targets`, computed as one process computes
+  /// it (the mean times the count), on the last stage; 0 on the others. Collective.
+  double forward_loss_sum(const Tensor& inputs, const Tensor& targets);
+  /// Incremental decoding through the pipeline: runs `ids` (one sequence) through every stage's
+  /// blocks, continuing each stage's `cache` (its own layers), and returns the last position's
+  /// logits (V, on the CPU) on the last stage, an undefined tensor on the others. The same bits
+  /// as CausalLM::forward with a cache in one process. Collective.
+  Tensor decode(const std::vector<int64_t>& ids, KVCache& cache);
 
   const PipelineStepStats& last_step() const { return stats_; }
   /// Records spans from now on (times relative to `origin_us` on the steady clock).
@@ -124,6 +147,8 @@ class PipelineStage {
   std::vector<int64_t> starts_;
   NamedTensors params_;
   NamedTensors all_params_;                // the whole model's, in its order
+  std::vector<Shape> all_shapes_;          // their shapes, also once released
+  bool released_ = false;
   std::map<std::string, int64_t> owners_;  // every parameter's owning stage
   std::string tied_name_;  // the tied embedding's name, when the model ties and pp > 1
   PipelineStepStats stats_;

@@ -4,6 +4,7 @@
 /// tokens stand for).
 #include <tsumugi/core/nn/transformer.h>
 #include <tsumugi/data/loader.h>
+#include <tsumugi/dist/pipeline_stage.h>
 #include <tsumugi/dist/process_group.h>
 #include <tsumugi/tokenizer/tokenizer.h>
 
@@ -24,8 +25,11 @@ struct EvalResult {
 /// numbers. Sums are accumulated in double in batch order.
 /// With a `group`, each rank evaluates its own iterator (made with its rank and world) and the
 /// sums are all-reduced, so every rank returns the result over the whole split.
+/// With a pipeline `stage`, every stage of the pipeline calls it with the same batches and the
+/// batches go through the stages (PipelineStage::forward_loss_sum): the same numbers as the
+/// whole model in one process, on every stage, while each holds only its piece.
 EvalResult evaluate(CausalLM& model, ValidationIterator& batches, const Tokenizer& tokenizer, int64_t max_batches = 0,
-                    ProcessGroup* group = nullptr);
+                    ProcessGroup* group = nullptr, PipelineStage* stage = nullptr);
 
 /// The unigram baseline of a split: the entropy of its token frequencies, in bits per byte
 /// (what a model that ignores context can reach at best).

@@ -3,6 +3,7 @@
 /// sampling with a seeded generator, and a KV cache so each new token costs one position.
 #include <tsumugi/core/nn/transformer.h>
 #include <tsumugi/core/random.h>
+#include <tsumugi/dist/pipeline_stage.h>
 
 #include <cstdint>
 #include <vector>
@@ -22,6 +23,11 @@ int64_t sample_token(const Tensor& logits, const SamplingOptions& options, Gener
 /// Returns only the new tokens. The model runs in evaluation mode without recording.
 /// When the context fills, generation continues from the last half of the context.
 std::vector<int64_t> generate(CausalLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+                              const SamplingOptions& options, Generator& gen, int64_t stop_token = -1);
+/// The same through a pipeline: every stage calls it with the same arguments; each runs its own
+/// blocks with its own cache (PipelineStage::decode), the last stage samples with `gen`, and
+/// each token reaches every stage. The same tokens as generate() on the whole model.
+std::vector<int64_t> generate(PipelineStage& stage, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                               const SamplingOptions& options, Generator& gen, int64_t stop_token = -1);
 
 }  // namespace tsumugi

@@ -1,5 +1,6 @@
 #include <tsumugi/core/autograd.h>
 #include <tsumugi/core/nn/module.h>
+#include <tsumugi/core/ops.h>
 
 #include <algorithm>
 #include <set>
@@ -114,6 +115,20 @@ void Module::to(Device device) {
   NoGradGuard no_grad;
   for (auto& [name, param] : named_parameters())
     if (param.device() != device) replace_in_place(param, param.detach().to(device));
+}
+
+void Module::release_parameters(const std::vector<std::string>& names) {
+  NoGradGuard no_grad;
+  const NamedTensors params = named_parameters();
+  for (const std::string& name : names) {
+    auto it = std::find_if(params.begin(), params.end(), [&](const auto& entry) { return entry.first == name; });
+    TSU_CHECK(it != params.end(), ValueError, "[release_parameters] the module has no parameter '{}'", name);
+    Tensor param = it->second;
+    const Tensor nothing = empty({0}, {.dtype = param.dtype(), .device = param.device()});
+    replace_in_place(param, nothing);
+    param.impl()->shape = nothing.shape();
+    param.set_grad_ready_hook(nullptr);
+  }
 }
 
 void Module::zero_grad() {

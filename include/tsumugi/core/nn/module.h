@@ -38,6 +38,11 @@ class Module {
   void to(DType dtype);
   /// Moves every parameter in place to `device`.
   void to(Device device);
+  /// Frees the named parameters' storage (and gradients): each becomes a 0-element tensor of its
+  /// dtype and device, as the module's own handles (named_parameters) see; a tensor taken from
+  /// state_dict() earlier keeps the old storage alive. For a pipeline stage, which keeps only its
+  /// piece of a model. Throws ValueError for a name the module does not have.
+  void release_parameters(const std::vector<std::string>& names);
   /// Drops the gradients of all parameters.
   void zero_grad();
   /// Training mode (dropout on) or evaluation mode, recursively.
