@@ -99,8 +99,10 @@ void PipelineStage::add_span(std::string name, std::string category, double star
   spans_.push_back({std::move(name), std::move(category), start_us - trace_origin_us_, end_us - start_us});
 }
 
-double PipelineStage::run(const Tensor& inputs, const Tensor& targets, int64_t micro_batch, double loss_weight,
+double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int64_t micro_batch, double loss_weight,
                           double z_loss, const BackwardHook& before_backward, const BackwardHook& after_backward) {
+  const Tensor inputs = is_first() ? inputs_in.to(model_.device()) : inputs_in;
+  const Tensor targets = is_last() ? targets_in.to(model_.device()) : targets_in;
   TSU_CHECK(micro_batch > 0 && inputs.dim() == 2 && inputs.size(0) % micro_batch == 0, ValueError,
             "[pipeline] inputs {} do not split into micro-batches of {}", shape_str(inputs.shape()), micro_batch);
   const ModelConfig& c = model_.config();

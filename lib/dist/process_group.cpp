@@ -94,7 +94,92 @@ class DeviceAwareGroup : public ProcessGroup {
   std::shared_ptr<ProcessGroup> host_, device_;
 };
 
+// Device tensors through host memory: copied to the CPU, moved by `inner`, copied back.
+class HostStagedGroup : public ProcessGroup {
+ public:
+  explicit HostStagedGroup(std::shared_ptr<ProcessGroup> inner) : inner_(std::move(inner)) { timeout_ = inner_->timeout(); }
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string backend() const override { return inner_->backend() + "+host"; }
+  void all_reduce(Tensor& t, ReduceOp op) override {
+    in_place(t, [&](Tensor& h) { inner().all_reduce(h, op); });
+  }
+  void all_reduce_tree(Tensor& t) override {
+    in_place(t, [&](Tensor& h) { inner().all_reduce_tree(h); });
+  }
+  void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override {
+    in_place(output, [&](Tensor& h) { inner().reduce_scatter(host(input), h, op); });
+  }
+  void all_gather(const Tensor& input, Tensor& output) override {
+    in_place(output, [&](Tensor& h) { inner().all_gather(host(input), h); });
+  }
+  void broadcast(Tensor& t, int root) override {
+    in_place(t, [&](Tensor& h) { inner().broadcast(h, root); });
+  }
+  void send(const Tensor& t, int dst, int tag) override { inner().send(host(t), dst, tag); }
+  void recv(Tensor& t, int src, int tag) override {
+    if (t.device().is_cpu()) return inner().recv(t, src, tag);
+    Tensor h = empty(t.shape(), {.dtype = t.dtype()});
+    inner().recv(h, src, tag);
+    t.copy_(h);
+  }
+  void barrier() override { inner().barrier(); }
+  std::shared_ptr<ProcessGroup> split(int color, int key) override {
+    return std::make_shared<HostStagedGroup>(inner().split(color, key));
+  }
+  std::shared_ptr<Work> all_reduce_async(Tensor t, ReduceOp op) override {
+    if (t.device().is_cpu()) return inner().all_reduce_async(std::move(t), op);
+    Tensor h = host(t);
+    return std::make_shared<CopyBack>(inner().all_reduce_async(h, op), h, std::move(t));
+  }
+  std::shared_ptr<Work> send_async(Tensor t, int dst, int tag) override {
+    return inner().send_async(host(t), dst, tag);  // the copy is complete when host() returns
+  }
+  std::shared_ptr<Work> recv_async(Tensor t, int src, int tag) override {
+    if (t.device().is_cpu()) return inner().recv_async(std::move(t), src, tag);
+    Tensor h = empty(t.shape(), {.dtype = t.dtype()});
+    return std::make_shared<CopyBack>(inner().recv_async(h, src, tag), h, std::move(t));
+  }
+
+ private:
+  // When the host buffer's operation completes, its bytes go to the device tensor.
+  class CopyBack : public Work {
+   public:
+    CopyBack(std::shared_ptr<Work> work, Tensor host, Tensor device)
+        : work_(std::move(work)), host_(std::move(host)), device_(std::move(device)) {}
+    void wait() override {
+      if (!work_) return;
+      work_->wait();
+      work_.reset();
+      device_.copy_(host_);
+    }
+
+   private:
+    std::shared_ptr<Work> work_;
+    Tensor host_, device_;
+  };
+  static Tensor host(const Tensor& t) { return t.device().is_cpu() ? t : t.to(Device::cpu()).contiguous(); }
+  // Runs `op` on a host copy of a device tensor (or on a cpu tensor itself), then copies back.
+  template <class Op>
+  static void in_place(Tensor& t, Op&& op) {
+    if (t.device().is_cpu()) return op(t);
+    Tensor h = host(t);
+    op(h);
+    t.copy_(h);
+  }
+  ProcessGroup& inner() {
+    inner_->set_timeout(timeout_);
+    return *inner_;
+  }
+  std::shared_ptr<ProcessGroup> inner_;
+};
+
 }  // namespace
+
+std::shared_ptr<ProcessGroup> host_staged_group(std::shared_ptr<ProcessGroup> group) {
+  TSU_CHECK(group != nullptr, ValueError, "[host_staged_group] the group is null");
+  return std::make_shared<HostStagedGroup>(std::move(group));
+}
 
 std::shared_ptr<ProcessGroup> device_aware_group(std::shared_ptr<ProcessGroup> host,
                                                  std::shared_ptr<ProcessGroup> device) {

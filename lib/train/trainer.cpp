@@ -115,8 +115,8 @@ std::vector<int64_t> stage_starts(const TrainConfig& c) {
   return starts;
 }
 
-// A multi-GPU job: gradients and weights over NCCL (GPU local_rank of each node), scalars and
-// flags over MPI, in one group.
+// Data parallelism over GPUs: gradients and weights over NCCL (GPU local_rank of each node),
+// scalars and flags over MPI, in one group.
 std::shared_ptr<ProcessGroup> with_nccl(std::shared_ptr<ProcessGroup> mpi, const ProcessInfo& where) {
   TSU_CHECK(nccl_built(), ConfigError,
             "[config] device.type = \"cuda\" with {} processes needs NCCL, and this build of tsumugi has none "
@@ -157,8 +157,6 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
   run.model = make_model(c.model);
   run.model->init_weights(c.train.seed);
   if (pp_group->size() > 1) {
-    TSU_CHECK(device.is_cpu(), NotImplementedError,
-              "[train] parallel.pp > 1 on cuda needs the NCCL process group in the trainer, not built yet");
     run.stage = std::make_unique<PipelineStage>(
         *run.model, pp_group,
         PipelineOptions{.schedule = parse_pipeline_schedule(c.parallel.schedule),
@@ -258,7 +256,6 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   std::shared_ptr<ProcessGroup> world_group = default_group();
   const ProcessInfo where = process_info();
   const int world = world_group->size();
-  if (recipe.device.type == "cuda" && cuda_built() && world > 1) world_group = with_nccl(world_group, where);
   const int pp = static_cast<int>(parallel.pp);
   TSU_CHECK(world % pp == 0, ConfigError, "[config] parallel.pp = {} does not divide the job's {} processes", pp, world);
   TSU_CHECK(parallel.dp == 0 || parallel.dp * pp == world, ConfigError,
@@ -269,6 +266,17 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   if (pp > 1) {
     pp_group = world_group->split(world_group->rank() / pp, world_group->rank() % pp);
     group = world_group->split(world_group->rank() % pp, world_group->rank() / pp);
+  }
+  if (recipe.device.type == "cuda" && cuda_built() && world > 1) {
+    // Device tensors: gradients over NCCL between the data-parallel ranks (one GPU each); a
+    // pipeline's activations, and the rest, through host memory over MPI.
+    group = group->size() > 1 ? with_nccl(group, where) : host_staged_group(group);
+    if (pp > 1) {
+      pp_group = host_staged_group(pp_group);
+      world_group = host_staged_group(world_group);
+    } else {
+      world_group = group;
+    }
   }
   const int rank = group->rank(), dp = group->size();
   // Threads: the recipe's, else this node's cores shared among its ranks.

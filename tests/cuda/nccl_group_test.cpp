@@ -190,6 +190,31 @@ TEST(NcclGroup, CarriesTheDeviceSideOfADataParallelModel) {
   }
 }
 
+// A pipeline's activations between GPUs go through host memory (host_staged_group): every
+// collective on a device tensor leaves the device tensor with the result.
+TEST(NcclGroup, HostStagedGroupCopiesDeviceTensorsBothWays) {
+  TSU_REQUIRE_GPU();
+  auto staged = host_staged_group(local_group());
+  EXPECT_EQ(staged->backend(), "local+host");
+  const Tensor host = random_tensor({257}, 5);
+  Tensor t = host.to(kGpu);
+  staged->all_reduce(t);
+  staged->broadcast(t, 0);
+  staged->all_reduce_tree(t);
+  EXPECT_TRUE(t.device() == kGpu);
+  EXPECT_EQ(values(t), values(host));
+  Tensor out = zeros({257}, {.device = kGpu});
+  staged->reduce_scatter(t, out);
+  EXPECT_EQ(values(out), values(host));
+  Tensor gathered = zeros({257}, {.device = kGpu});
+  staged->all_gather(out * 2.0, gathered);
+  EXPECT_EQ(values(gathered), values(host * 2.0));
+  Tensor bucket = host.to(kGpu) * 3.0;
+  auto work = staged->all_reduce_async(bucket);
+  work->wait();
+  EXPECT_EQ(values(bucket), values(host * 3.0));
+}
+
 TEST(NcclGroup, TakesItsTimeoutFromTheBootstrapGroup) {
   TSU_REQUIRE_NCCL();
   auto bootstrap = local_group();

@@ -183,6 +183,28 @@ TEST(ProcessGroup, DeviceAwareGroupMovesHostTensorsOverTheHostGroup) {
   }
 }
 
+// A pipeline's group on GPUs stages device tensors through host memory; host tensors pass
+// straight through, over the same ranks.
+TEST(ProcessGroup, HostStagedGroupPassesHostTensorsThrough) {
+  auto staged = host_staged_group(world());
+  const int r = staged->rank(), n = staged->size();
+  EXPECT_EQ(staged->backend(), world()->backend() + "+host");
+  Tensor sum = full({3}, r + 1);
+  staged->all_reduce(sum);
+  EXPECT_EQ(sum.to_vector<float>(), std::vector<float>(3, n * (n + 1) / 2.0f));
+  auto half = staged->split(r % 2, r);
+  EXPECT_EQ(half->backend(), world()->backend() + "+host");
+  EXPECT_EQ(half->rank(), r / 2);
+  if (n > 1) {
+    Tensor out = full({5}, r);
+    Tensor in = empty({5});
+    auto receive = staged->recv_async(in, (r + n - 1) % n, 7);
+    staged->send_async(out, (r + 1) % n, 7)->wait();
+    receive->wait();
+    EXPECT_EQ(in.to_vector<float>(), std::vector<float>(5, static_cast<float>((r + n - 1) % n)));
+  }
+}
+
 TEST(ProcessGroup, NcclGroupIsNotImplementedWithoutNccl) {
   if (nccl_built()) GTEST_SKIP() << "built with NCCL";
   EXPECT_THROW(nccl_group(world(), Device::cuda(0)), NotImplementedError);

@@ -109,6 +109,11 @@ std::shared_ptr<ProcessGroup> nccl_group(std::shared_ptr<ProcessGroup> bootstrap
 /// names both ("mpi+nccl"); the timeout set on this group applies to both.
 std::shared_ptr<ProcessGroup> device_aware_group(std::shared_ptr<ProcessGroup> host,
                                                  std::shared_ptr<ProcessGroup> device);
+/// `group` extended to device tensors: each is copied to host memory, moved by `group`, and
+/// copied back (receives and async all-reduces on wait()); CPU tensors go straight through.
+/// Slower than NCCL, but several ranks may share a GPU. backend(): "<group's>+host". The trainer
+/// moves a pipeline's activations between GPUs this way.
+std::shared_ptr<ProcessGroup> host_staged_group(std::shared_ptr<ProcessGroup> group);
 /// The job's group: mpi_world() under mpirun, else local_group().
 std::shared_ptr<ProcessGroup> default_group();
 /// Rank, world size and node-local rank (MPI_Comm_split_type over shared memory).
