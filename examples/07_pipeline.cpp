@@ -60,10 +60,21 @@ int main() {
 
   std::vector<std::vector<double>> losses;  // per schedule, the mean loss of each step
   for (PipelineScheduleKind schedule : {PipelineScheduleKind::gpipe, PipelineScheduleKind::one_f_one_b}) {
-    // Both ranks build the whole model from the same seed; each trains only its stage.
+    // Both ranks build the whole model from the same seed; each trains only its stage and lets
+    // go of the other stage's weights.
     auto model = make_model({.arch = Arch::gpt2, .layers = 4, .heads = 4, .dim = 128, .vocab = kVocab, .context = kLength});
     model->init_weights(0);
+    const int64_t whole = model->num_parameters();
     PipelineStage stage(*model, world, {.schedule = schedule, .stage_starts = {0, 2}});
+    stage.release_other_weights();
+    if (schedule == PipelineScheduleKind::gpipe)
+      for (int r = 0; r < 2; ++r) {
+        world->barrier();
+        if (r == rank)
+          std::printf("stage %d holds %lld of the model's %lld weights\n", rank,
+                      static_cast<long long>(stage.held_parameters()), static_cast<long long>(whole));
+        std::fflush(stdout);
+      }
     AdamW optimizer(stage.parameters(), {.lr = 1e-3});
 
     losses.emplace_back();
