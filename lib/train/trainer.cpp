@@ -139,9 +139,6 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
     TSU_CHECK(cuda_built(), ConfigError,
               "[config] device.type = \"cuda\" but this build of tsumugi has no CUDA support (TSUMUGI_CUDA=OFF)");
     TSU_CHECK(cuda_device_count() > 0, ConfigError, "[config] device.type = \"cuda\" but no CUDA device is visible");
-    TSU_CHECK(group->size() == 1 || recipe.parallel.zero == 0, NotImplementedError,
-              "[train] parallel.zero = 1 on cuda is not built yet (ZeRO-1 shards CPU optimizer state); set "
-              "parallel.zero = 0");
   }
   Run run{recipe, Tokenizer::load(recipe.data.tokenizer), {}, {}, {}, {}, {}, 0, {}};
   TrainConfig& c = run.config;

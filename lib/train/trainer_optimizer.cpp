@@ -16,19 +16,23 @@ TrainerOptimizer::TrainerOptimizer(CausalLM& model, const TrainConfig& c, std::s
     // the data-parallel all-reduce did (the norm needs every stage's whole gradient).
     const bool reduced = c.parallel.deterministic || stage != nullptr;
     grad_scale_ = reduced ? 1.0 : 1.0 / static_cast<double>(group->size());
+    // Default mode: each rank's .grad is its own; the fp16 overflow check must agree over ranks.
+    if (!reduced) flag_group_ = group;
     zero_ = std::make_unique<ZeroAdamW>(params, options, std::move(group), reduced);
   } else {
     adamw_ = std::make_unique<AdamW>(params, options);
   }
-  if (c.precision.compute == "f16") {
-    TSU_CHECK(!zero_, NotImplementedError, "[train] precision.compute = \"f16\" with ZeRO-1 is not supported yet");
-    scaler_ = std::make_unique<DynamicLossScaler>();
-  }
+  if (c.precision.compute == "f16") scaler_ = std::make_unique<DynamicLossScaler>();
 }
 
 bool TrainerOptimizer::gradients_fit() {
   if (!scaler_) return true;
-  const bool finite = grads_finite(params_);
+  bool finite = grads_finite(params_);
+  if (flag_group_) {
+    Tensor overflowed = from_data<int32_t>({finite ? 0 : 1});
+    flag_group_->all_reduce(overflowed, ReduceOp::max);
+    finite = overflowed.item<int32_t>() == 0;
+  }
   scaler_->update(finite);
   if (!finite) skip();
   return finite;
@@ -41,10 +45,10 @@ void TrainerOptimizer::set_lr(double lr) {
 
 double TrainerOptimizer::gradient_norm() {
   if (stage_) {
-    if (zero_) zero_->reduce_gradients(grad_scale_);  // this rank's shard; the norm is the whole model's
+    if (zero_) zero_->reduce_gradients(grad_scale_ / loss_scale());  // this rank's shard; the norm is the whole model's
     return stage_->gradient_norm() / loss_scale();
   }
-  if (zero_) return zero_->reduce_gradients(grad_scale_);
+  if (zero_) return zero_->reduce_gradients(grad_scale_ / loss_scale());
   return grad_norm(params_) / loss_scale();
 }
 
@@ -54,12 +58,9 @@ void TrainerOptimizer::step(double norm) {
     zero_->update(clip);
     zero_->zero_grad();
   } else {
-    if (scaler_) {
-      adamw_->step(clip / scaler_->scale());  // unscale and clip inside the update
-    } else {
-      if (clip != 1.0) scale_grads(params_, clip);
-      adamw_->step();
-    }
+    // Unscaled and clipped inside the update, in fp32 whatever the gradients' dtype: the same
+    // arithmetic as ZeRO-1's (clip / scale is exact, scales being powers of two).
+    adamw_->step(clip / loss_scale());
     adamw_->zero_grad();
   }
 }
@@ -83,15 +84,13 @@ StateDict TrainerOptimizer::state_dict() {
 }
 
 void TrainerOptimizer::load_master_weights(const StateDict& weights) {
-  TSU_CHECK(adamw_ != nullptr, NotImplementedError, "[train] bf16/f16 master weights with ZeRO-1 are not supported yet");
-  adamw_->load_master_weights(weights);
+  if (zero_) zero_->load_master_weights(weights);
+  else adamw_->load_master_weights(weights);
 }
 
 StateDict TrainerOptimizer::model_weights(const CausalLM& model) const {
   StateDict weights = model.state_dict();
-  if (adamw_) {
-    for (auto& [name, master] : adamw_->master_weights()) weights[name] = master;
-  }
+  for (auto& [name, master] : zero_ ? zero_->master_weights() : adamw_->master_weights()) weights[name] = master;
   for (auto& [name, tensor] : weights) {
     Tensor host = tensor.to(Device::cpu());
     if (host.dtype() != DType::f32) host = host.to(DType::f32);

@@ -37,7 +37,7 @@ class TrainerOptimizer {
   /// AdamW's state format, whatever the sharding (collective under ZeRO), on the CPU.
   StateDict state_dict();
   /// The model's weights as a checkpoint stores them: fp32 on the CPU, from the optimizer's
-  /// master copies when the model computes in bf16/f16.
+  /// master copies when the model computes in bf16/f16 (collective under ZeRO).
   StateDict model_weights(const CausalLM& model) const;
   /// Seeds the fp32 master weights of a bf16/f16 model from `weights` (fp32, before conversion), so
   /// that the run starts from exactly the fp32 initialisation.
@@ -52,6 +52,7 @@ class TrainerOptimizer {
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<ZeroAdamW> zero_;
   std::unique_ptr<DynamicLossScaler> scaler_;  // f16 only
+  std::shared_ptr<ProcessGroup> flag_group_;   // ZeRO-1 in default mode: agrees on fp16 overflows
 };
 
 }  // namespace tsumugi

@@ -2,6 +2,7 @@
 // group) runs every collective for real. Several ranks are tested in tests/dist under mpirun.
 #include <tsumugi/dist/data_parallel.h>
 #include <tsumugi/dist/process_group.h>
+#include <tsumugi/dist/zero.h>
 
 #include <chrono>
 #include <thread>
@@ -187,6 +188,60 @@ TEST(NcclGroup, CarriesTheDeviceSideOfADataParallelModel) {
   for (const Tensor& p : model->parameters()) {
     ASSERT_TRUE(p.grad().defined());
     EXPECT_TRUE(p.grad().device() == kGpu);
+  }
+}
+
+// ZeRO-1 on one GPU through the trainer's group (gradients reduce-scattered and weights
+// all-gathered over NCCL, the squared norm over the host group): the same AdamW kernel on the
+// shard as the replicated optimizer on the parameters, so the same bits, in f32 and in bf16
+// (fp32 master weights in the shard, bf16 weights gathered).
+TEST(NcclGroup, ZeroOneOnTheGpuGivesTheReplicatedOptimizersBits) {
+  TSU_REQUIRE_NCCL();
+  auto both = device_aware_group(local_group(), gpu_group());
+  const AdamWOptions options{.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
+  const std::vector<Shape> shapes = {{7}, {40, 25}, {4099}, {9, 5000}};
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    NamedTensors ref, params;
+    StateDict start;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const std::string name = "p" + std::to_string(i);
+      start.emplace(name, random_tensor(shapes[i], 10 + i));
+      for (NamedTensors* set : {&ref, &params}) {
+        Tensor p = start.at(name).to(dtype).to(kGpu);
+        p.set_requires_grad(true);
+        set->emplace_back(name, p);
+      }
+    }
+    AdamW adamw(ref, options);
+    ZeroAdamW zero(params, options, both, /*gradients_reduced=*/false);
+    adamw.load_master_weights(start);
+    zero.load_master_weights(start);
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<Tensor> ref_params;
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        const Tensor g = random_tensor(shapes[i], 100 * step + i, -0.5, 0.5).to(dtype).to(kGpu);
+        ref[i].second.set_grad(g);
+        params[i].second.set_grad(g.clone());
+        ref_params.push_back(ref[i].second);
+      }
+      const double norm = grad_norm(ref_params);
+      EXPECT_NEAR(zero.reduce_gradients(1.0), norm, 1e-6 * norm);
+      const double clip = step == 2 ? 0.5 : 1.0;
+      adamw.step(clip);
+      zero.update(clip);
+      adamw.zero_grad();
+      zero.zero_grad();
+    }
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      EXPECT_TRUE(params[i].second.device() == kGpu);
+      EXPECT_EQ(values(params[i].second), values(ref[i].second)) << ref[i].first;
+    }
+    const StateDict want = adamw.state_dict(), got = zero.state_dict();
+    ASSERT_EQ(got.size(), want.size());
+    for (const auto& [name, t] : want) EXPECT_EQ(values(got.at(name)), values(t)) << name;
+    const StateDict want_master = adamw.master_weights(), got_master = zero.master_weights();
+    for (const auto& [name, t] : want_master) EXPECT_EQ(values(got_master.at(name)), values(t)) << name;
   }
 }
 

@@ -83,6 +83,21 @@ struct AdamWStepConstants {
 /// reference of the CUDA kernel.
 void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamWStepConstants& c, float decay);
 
+/// A run of elements that AdamW updates in place: f32 contiguous tensors of one length on one
+/// device (ZeRO-1 updates the pieces of its flat shard this way).
+struct AdamWSlice {
+  Tensor weights;        ///< fp32 weights: updated
+  Tensor exp_avg;        ///< updated
+  Tensor exp_avg_sq;     ///< updated
+  Tensor grad;           ///< read
+  bool decayed = false;  ///< weight decay (`decay` below) applies
+};
+/// adamw_update on every slice with gradient grad * grad_scale, on the CPU or on CUDA (there with
+/// AdamW's kernel, a few launches for all slices); all slices on one device. The same arithmetic
+/// as AdamW::step(grad_scale) on the same elements.
+void adamw_update(const std::vector<AdamWSlice>& slices, const AdamWStepConstants& c, float decay,
+                  double grad_scale = 1.0);
+
 /// Stochastic gradient descent with optional momentum and (coupled) weight decay. Parameters as
 /// for AdamW (f32 in place; bf16/f16 through fp32 master weights).
 class SGD {
@@ -111,6 +126,9 @@ double grad_norm(const std::vector<Tensor>& params);
 /// every gradient added in order, so a norm whose gradients live in several processes (pipeline
 /// stages) is put back together bit for bit.
 std::vector<double> grad_square_blocks(const Tensor& grad);
+/// The sum of the squares of the elements of `x` (f32, bf16 or f16; CPU or CUDA), added as
+/// grad_norm adds them: the square of grad_norm of one parameter whose gradient is `x`.
+double sum_of_squares(const Tensor& x);
 /// The factor that brings gradients of norm `norm` down to `max_norm`: max_norm / (norm + 1e-6)
 /// when norm > max_norm, else 1 (as torch.nn.utils.clip_grad_norm_).
 double clip_coefficient(double norm, double max_norm);

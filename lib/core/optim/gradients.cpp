@@ -79,6 +79,19 @@ std::vector<double> grad_square_blocks(const Tensor& grad) {
   return partial;
 }
 
+double sum_of_squares(const Tensor& x) {
+#ifdef TSUMUGI_WITH_CUDA
+  if (x.device().is_cuda()) {
+    NoGradGuard no_grad;
+    const Tensor g = x.dtype() == DType::f32 || x.dtype() == DType::bf16 || x.dtype() == DType::f16 ? x : x.to(DType::f32);
+    return cuda::sum_of_squares({g.contiguous()});
+  }
+#endif
+  double total = 0;
+  for (double s : grad_square_blocks(x)) total += s;
+  return total;
+}
+
 double clip_coefficient(double norm, double max_norm) {
   return norm > max_norm && std::isfinite(norm) ? max_norm / (norm + 1e-6) : 1.0;
 }

@@ -91,6 +91,36 @@ void adamw_update(float* w, float* m, float* v, const float* g, int64_t n, const
   }
 }
 
+void adamw_update(const std::vector<AdamWSlice>& slices, const AdamWStepConstants& c, float decay,
+                  double grad_scale) {
+  if (slices.empty()) return;
+  const Device device = slices.front().weights.device();
+  for (const AdamWSlice& s : slices) {
+    const int64_t n = s.weights.numel();
+    for (const Tensor* t : {&s.weights, &s.exp_avg, &s.exp_avg_sq, &s.grad})
+      TSU_CHECK(t->defined() && t->dtype() == DType::f32 && t->is_contiguous() && t->numel() == n &&
+                    t->device() == device,
+                ValueError, "[adamw_update] every tensor of a slice must be contiguous f32 with {} elements on {}", n,
+                device.str());
+  }
+#ifdef TSUMUGI_WITH_CUDA
+  if (device.is_cuda()) {
+    std::vector<cuda::OptimSlot> slots;
+    for (const AdamWSlice& s : slices)
+      slots.push_back({.param = s.weights, .grad = s.grad, .master = {}, .state0 = s.exp_avg,
+                       .state1 = s.exp_avg_sq, .decayed = s.decayed});
+    cuda::adamw_step(slots, c, decay, static_cast<float>(grad_scale));
+    return;
+  }
+#endif
+  NoGradGuard no_grad;
+  for (const AdamWSlice& s : slices) {
+    const Tensor g = grad_scale != 1.0 ? (s.grad * grad_scale).contiguous() : s.grad;
+    adamw_update(s.weights.data<float>(), s.exp_avg.data<float>(), s.exp_avg_sq.data<float>(), g.data<float>(),
+                 s.weights.numel(), c, s.decayed ? decay : 1.0f);
+  }
+}
+
 void AdamW::ensure_master(size_t i) { make_master(master_[i], params_[i].second); }
 
 void AdamW::step(double grad_scale) {
