@@ -179,6 +179,21 @@ std::vector<std::string> CheckpointManager::list() const {
   return dirs;
 }
 
+std::vector<std::string> CheckpointManager::candidates() const {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  if (!fs::is_directory(checkpoints_dir(), ec)) return dirs;
+  for (const auto& entry : fs::directory_iterator(checkpoints_dir(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_symlink() || !entry.is_directory() || !is_step_name(name)) continue;
+    bool present = fs::is_regular_file(entry.path() / "trainer.json", ec);
+    for (const char* file : kTensorFiles) present = present && fs::is_regular_file(entry.path() / file, ec);
+    if (present) dirs.push_back(entry.path().string());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
 std::optional<std::string> CheckpointManager::latest() const {
   const std::string link = checkpoints_dir() + "/latest";
   std::error_code ec;
@@ -215,22 +230,42 @@ std::string verify_checkpoint(const std::string& dir, bool checksums) {
         return fmt::format("{} fails its checksum (corrupted)", path);
     }
   } catch (const Error& e) {
-    return e.what();
+    // The problem alone: callers put it into a message of their own ("[checkpoint] ...").
+    const std::string what = e.what(), prefix = "[checkpoint] ";
+    return what.starts_with(prefix) ? what.substr(prefix.size()) : what;
   } catch (const nlohmann::json::exception& e) {
     return fmt::format("{}/trainer.json is malformed: {}", dir, e.what());
   }
   return "";
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
-  std::string dir = path;
-  if (!fs::exists(dir + "/trainer.json")) {  // a run directory: take its latest checkpoint
-    const auto latest = CheckpointManager(path, 1).latest();
-    TSU_CHECK(latest.has_value(), IOError, "[checkpoint] {} holds no complete checkpoint", path);
-    dir = *latest;
+std::string find_checkpoint(const std::string& path, std::vector<std::string>* skipped) {
+  if (fs::exists(path + "/trainer.json")) return path;
+  // Newest first, as resume goes: `latest` names the newest unless a crash came between a
+  // checkpoint's rename and the link's update, and then the newer one is complete.
+  const std::vector<std::string> all = CheckpointManager(path, 1).candidates();
+  std::vector<std::string> problems;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const std::string& dir = *it;
+    std::string problem = verify_checkpoint(dir);
+    if (problem.empty()) {
+      if (skipped) skipped->insert(skipped->end(), problems.begin(), problems.end());
+      return dir;
+    }
+    problems.push_back(std::move(problem));
   }
-  const std::string problem = verify_checkpoint(dir);
-  TSU_CHECK(problem.empty(), IOError, "[checkpoint] {}", problem);
+  TSU_CHECK(problems.empty(), IOError, "[checkpoint] {} holds no checkpoint that verifies; the newest: {}", path,
+            problems.front());
+  TSU_FAIL(IOError, "[checkpoint] {} holds no complete checkpoint", path);
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  const bool run_dir = !fs::exists(path + "/trainer.json");
+  const std::string dir = find_checkpoint(path);
+  if (!run_dir) {  // find_checkpoint verified a run directory's choice
+    const std::string problem = verify_checkpoint(dir);
+    TSU_CHECK(problem.empty(), IOError, "[checkpoint] {}", problem);
+  }
   Checkpoint c;
   c.dir = dir;
   const nlohmann::json state = read_trainer_json(dir);

@@ -27,8 +27,8 @@ std::optional<InjectedFault> injected_fault() {
     TSU_FAIL(ConfigError, "[fault] TSUMUGI_INJECT_FAULT='{}' is not KIND@STEP or KIND@STEP:RANK", text);
   }
   TSU_CHECK(fault.kind == "throw" || fault.kind == "kill" || fault.kind == "stall" || fault.kind == "nan" ||
-                fault.kind == "spike",
-            ConfigError, "[fault] unknown fault kind '{}' (throw, kill, stall, nan or spike)", fault.kind);
+                fault.kind == "inf" || fault.kind == "spike",
+            ConfigError, "[fault] unknown fault kind '{}' (throw, kill, stall, nan, inf or spike)", fault.kind);
   return fault;
 }
 
@@ -38,7 +38,7 @@ std::string trigger_fault(const std::optional<InjectedFault>& fault, int64_t ste
   if (fault->kind == "kill") ::kill(::getpid(), SIGKILL);
   if (fault->kind == "stall")
     for (;;) ::pause();
-  return fault->kind == "nan" || fault->kind == "spike" ? fault->kind : "";
+  return fault->kind == "nan" || fault->kind == "inf" || fault->kind == "spike" ? fault->kind : "";
 }
 
 }  // namespace tsumugi

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 
@@ -177,7 +178,7 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
   if (resume) {
     // The newest checkpoint that passes verification; a damaged one is reported and skipped, so
     // that an older good checkpoint is never lost behind it.
-    const std::vector<std::string> candidates = CheckpointManager(c.checkpoint.dir, c.checkpoint.keep).list();
+    const std::vector<std::string> candidates = CheckpointManager(c.checkpoint.dir, c.checkpoint.keep).candidates();
     for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
       const std::string problem = verify_checkpoint(*it);
       if (!problem.empty()) {
@@ -451,6 +452,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     if (stage) peak_micro_batches = std::max(peak_micro_batches, stage->last_step().peak_micro_batches);
     const std::string injected = trigger_fault(fault, step + 1, world_group->rank());
     if (injected == "nan") loss = std::nan("");
+    if (injected == "inf") loss = std::numeric_limits<double>::infinity();
     if (injected == "spike") loss *= 10.0;
     if (!optimizer.gradients_fit()) {  // fp16 overflow: the scale backs off and this step is skipped
       log_metrics({{"step", step + 1}, {"event", "loss_scale_backoff"}, {"loss_scale", optimizer.loss_scale()}});

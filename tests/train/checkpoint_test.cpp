@@ -92,6 +92,44 @@ TEST(Checkpoint, DetectsTruncationAndCorruption) {
   EXPECT_FALSE(manager.latest().has_value());  // the only checkpoint is incomplete now
 }
 
+// What eval, generate and export load from a run directory: the newest checkpoint whose files
+// verify; damaged newer ones are reported, a step directory lacking a file is not.
+TEST(Checkpoint, FindCheckpointTakesTheNewestThatVerifiesAndReportsDamagedOnes) {
+  const std::string run = fresh_dir("find");
+  CheckpointManager manager(run, 5);
+  const std::string first = manager.save(1, weights(1), {}, "{}");
+  const std::string second = manager.save(2, weights(2), {}, "{}");
+  const std::string third = manager.save(3, weights(3), {}, "{}");
+  std::vector<std::string> skipped;
+  EXPECT_EQ(find_checkpoint(run, &skipped), third);
+  EXPECT_TRUE(skipped.empty());
+  fs::resize_file(third + "/model.safetensors", 100);       // truncated
+  std::ofstream(second + "/trainer.json") << "{\"cut short";  // not JSON
+  EXPECT_EQ(find_checkpoint(run, &skipped), first);
+  ASSERT_EQ(skipped.size(), 2u);
+  EXPECT_NE(skipped[0].find(third + "/model.safetensors has 100 bytes"), std::string::npos) << skipped[0];
+  EXPECT_EQ(skipped[0].find("[checkpoint]"), std::string::npos) << skipped[0];  // the problem alone
+  EXPECT_NE(skipped[1].find(second + "/trainer.json is not valid JSON"), std::string::npos) << skipped[1];
+  EXPECT_EQ(load_checkpoint(run).step, 1);
+  // A step directory that lacks a file (a removal cut short) is passed over without a report.
+  const std::string fourth = manager.save(4, weights(4), {}, "{}");
+  fs::remove(fourth + "/optimizer.safetensors");
+  skipped.clear();
+  EXPECT_EQ(find_checkpoint(run, &skipped), first);
+  EXPECT_EQ(skipped.size(), 2u);
+  // A checkpoint directory is taken as it is; loading it reports its own damage.
+  EXPECT_EQ(find_checkpoint(third), third);
+  EXPECT_THROW(load_checkpoint(third), IOError);
+  fs::resize_file(first + "/model.safetensors", 10);
+  try {
+    find_checkpoint(run);
+    FAIL() << "a run without a good checkpoint gave one";
+  } catch (const IOError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds no checkpoint that verifies"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(find_checkpoint(fresh_dir("find_empty")), IOError);
+}
+
 TEST(Checkpoint, LatestIsFollowedOnlyToAStepOfThisRun) {
   const std::string other = fresh_dir("other_run");
   CheckpointManager(other, 1).save(30, weights(3), {}, "{}");

@@ -2,6 +2,7 @@
 #include <tsumugi/core/threads.h>
 #include <tsumugi/data/loader.h>
 #include <tsumugi/dist/process_group.h>
+#include <tsumugi/train/checkpoint.h>
 #include <tsumugi/train/config.h>
 #include <tsumugi/train/eval.h>
 #include <tsumugi/train/export.h>
@@ -15,6 +16,16 @@
 
 namespace tsumugi::cli {
 namespace {
+
+// The checkpoint that --checkpoint names (of a run directory, its newest that verifies), with a
+// warning for every damaged newer one passed over, as a resumed run prints them.
+std::string checkpoint_to_load(const std::string& path) {
+  std::vector<std::string> skipped;
+  const std::string dir = find_checkpoint(path, &skipped);
+  for (const std::string& problem : skipped)
+    std::fprintf(stderr, "tsumugi: warning: skipping damaged checkpoint: %s\n", problem.c_str());
+  return dir;
+}
 
 struct TrainArgs {
   std::string recipe;
@@ -58,7 +69,7 @@ std::string split_folder(const std::string& path) {
 }
 
 void run_eval(const EvalArgs& args) {
-  const TrainedModel trained = load_trained_model(args.checkpoint, args.tokenizer);
+  const TrainedModel trained = load_trained_model(checkpoint_to_load(args.checkpoint), args.tokenizer);
   place(*trained.model, args.device, args.dtype);
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : trained.config.data.seq_len;
   const auto shards = std::make_shared<const ShardSet>(ShardSet::open(
@@ -85,7 +96,7 @@ struct GenerateArgs {
 };
 
 void run_generate(const GenerateArgs& args) {
-  const TrainedModel trained = load_trained_model(args.checkpoint, args.tokenizer);
+  const TrainedModel trained = load_trained_model(checkpoint_to_load(args.checkpoint), args.tokenizer);
   place(*trained.model, args.device, args.dtype);
   std::vector<int64_t> prompt;
   for (int32_t id : trained.tokenizer.encode(args.prompt)) prompt.push_back(id);
@@ -161,8 +172,9 @@ void add_train_commands(CLI::App& app) {
   x->add_option("--format", x_args->format, "hf (transformers)")->check(CLI::IsMember({"hf"}))->capture_default_str();
   x->add_option("--out", x_args->out, "output directory")->required();
   x->callback([x_args] {
-    export_hf(x_args->checkpoint, x_args->out);
-    std::printf("exported %s to %s\n", x_args->checkpoint.c_str(), x_args->out.c_str());
+    const std::string dir = checkpoint_to_load(x_args->checkpoint);
+    export_hf(dir, x_args->out);
+    std::printf("exported %s to %s\n", dir.c_str(), x_args->out.c_str());
   });
 }
 

@@ -35,6 +35,10 @@ class CheckpointManager {
   std::optional<std::string> latest() const;
   /// Complete checkpoints, oldest first.
   std::vector<std::string> list() const;
+  /// Step directories that hold every file of a checkpoint, oldest first, whether or not the
+  /// files have their recorded sizes and checksums: what resume and find_checkpoint try in turn,
+  /// newest first. A directory that lacks a file is left out.
+  std::vector<std::string> candidates() const;
   std::string checkpoints_dir() const { return run_dir_ + "/checkpoints"; }
 
  private:
@@ -42,8 +46,14 @@ class CheckpointManager {
   int64_t keep_;
 };
 
-/// Reads a checkpoint directory (or a run directory, meaning its latest checkpoint), verifying
-/// sizes and checksums; throws IOError naming the file and the check that failed.
+/// The checkpoint directory that `path` names: `path` itself when it holds a trainer.json, else
+/// the newest checkpoint of the run directory `path` whose files verify (sizes and checksums), as
+/// resume chooses. Every newer one passed over because its files are damaged adds its problem to
+/// `skipped` (when given); one that lacks files is passed over silently. Throws IOError when none
+/// verifies.
+std::string find_checkpoint(const std::string& path, std::vector<std::string>* skipped = nullptr);
+/// Reads a checkpoint directory (or a run directory: find_checkpoint's choice), verifying sizes
+/// and checksums; throws IOError naming the file and the check that failed.
 Checkpoint load_checkpoint(const std::string& dir);
 /// Verifies a checkpoint directory without loading tensors; returns "" or the problem found.
 std::string verify_checkpoint(const std::string& dir, bool checksums = true);

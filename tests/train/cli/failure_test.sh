@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Bad recipes, missing data, a tokenizer that does not match the shards, a full disk during a
-# checkpoint, a kill during checkpoint writes and a corrupted checkpoint: each ends with one
-# clear message and a non-zero exit (or resumes from the last good checkpoint), never a crash
-# or a lost checkpoint. Usage: failure_test.sh TSUMUGI_BINARY
+# checkpoint, a kill during checkpoint writes, and corrupted, truncated, unreadable and
+# mismatched checkpoints: each ends with one clear message and a non-zero exit (or resumes from
+# the last good checkpoint), never a crash or a lost checkpoint.
+# Usage: failure_test.sh TSUMUGI_BINARY
 set -euo pipefail
 tsumugi=$1
 work=$(mktemp -d)
@@ -55,6 +56,36 @@ grep -q "skipping damaged checkpoint" "$work/err.log" || { echo "FAIL: no warnin
 grep -q "resuming from .*step-00000005" "$work/out.log" || { echo "FAIL: did not resume from step 5"; exit 1; }
 echo "ok   corrupted checkpoint: skipped with a warning, resumed from step 5"
 
+# A truncated newest checkpoint (a copy cut short): eval, generate and export of the run and the
+# resumed run each warn, naming the file, and take the checkpoint before; named by its own
+# directory, it is one error naming the file. Then a trainer.json that is not JSON, and a resume
+# with another [model] section: one error naming the checkpoint.
+run cut --set train.steps=10 > /dev/null
+cut=$work/cut/checkpoints/step-00000010
+truncate -s $(( $(stat -c %s "$cut/model.safetensors") / 2 )) "$cut/model.safetensors"
+warning="warning: skipping damaged checkpoint: $cut/model.safetensors has [0-9]* bytes, expected [0-9]* (truncated?)"
+for command in "eval --data $work/shards" "generate --prompt 東京 --max-tokens 4" "export --out $work/hf-cut"; do
+  $tsumugi $command --checkpoint "$work/cut" > "$work/out.log" 2> "$work/err.log" \
+    || { echo "FAIL: $command of a run with a truncated checkpoint"; cat "$work/err.log"; exit 1; }
+  grep -q "$warning" "$work/err.log" || { echo "FAIL: $command: no warning"; cat "$work/err.log"; exit 1; }
+done
+grep -q "^exported $work/cut/checkpoints/step-00000005 to" "$work/out.log" || { echo "FAIL: export took another"; exit 1; }
+expect_error "truncated checkpoint named by its directory" "$cut/model.safetensors has .* (truncated?)" \
+  "$tsumugi" eval --checkpoint "$cut" --data "$work/shards"
+run cut --set train.steps=12 > "$work/out.log" 2> "$work/err.log"
+grep -q "$warning" "$work/err.log" || { echo "FAIL: resume: no warning"; cat "$work/err.log"; exit 1; }
+grep -q "resuming from .*step-00000005" "$work/out.log" || { echo "FAIL: did not resume from step 5"; exit 1; }
+echo "ok   truncated checkpoint: eval, generate, export and resume warn and take step 5"
+printf 'not json' > "$work/cut/checkpoints/step-00000012/trainer.json"
+"$tsumugi" eval --checkpoint "$work/cut" --data "$work/shards" > "$work/out.log" 2> "$work/err.log"
+grep -q "warning: skipping damaged checkpoint: $work/cut/checkpoints/step-00000012/trainer.json is not valid JSON" \
+  "$work/err.log" || { echo "FAIL: trainer.json: no warning"; cat "$work/err.log"; exit 1; }
+grep -q "step-00000010 (step 10)" "$work/out.log" || { echo "FAIL: eval did not take step 10"; cat "$work/out.log"; exit 1; }
+echo "ok   a trainer.json that is not JSON: skipped with a warning naming it"
+rm -r "$work/cut/checkpoints/step-00000012"
+expect_error "checkpoint of another model" "step-00000010 was trained with a different \[model\] section" \
+  run cut --set train.steps=14 --set model.dim=32
+
 # A NaN loss injected at step 7: "skip" drops that update, logs it and goes on; "stop" saves the
 # weights from before the step and ends with an error.
 TSUMUGI_INJECT_FAULT=nan@7 run nan-skip --set train.steps=10 --set train.on_nonfinite=skip > "$work/out.log" 2>&1
@@ -62,6 +93,10 @@ grep -q "step 7: non-finite loss or gradient norm, update skipped" "$work/out.lo
 grep -q '"event":"nonfinite"' "$work/nan-skip/metrics.jsonl" || { echo "FAIL: skip not logged"; exit 1; }
 [ "$(readlink "$work/nan-skip/checkpoints/latest")" = "step-00000010" ] || { echo "FAIL: the skip run did not finish"; exit 1; }
 echo "ok   NaN at step 7 with on_nonfinite = skip: update skipped, logged, run finished"
+TSUMUGI_INJECT_FAULT=inf@4 run inf-skip --set train.steps=6 --set train.on_nonfinite=skip > "$work/out.log" 2>&1
+grep -q "step 4: non-finite loss or gradient norm, update skipped" "$work/out.log" || { echo "FAIL: inf skip not reported"; exit 1; }
+grep -q '"event":"nonfinite".*"step":4}' "$work/inf-skip/metrics.jsonl" || { echo "FAIL: inf skip not logged"; exit 1; }
+echo "ok   +inf at step 4 with on_nonfinite = skip: update skipped, logged, run finished"
 TSUMUGI_INJECT_FAULT=nan@7 expect_error "NaN with on_nonfinite = stop" "non-finite loss (nan) or gradient norm" \
   run nan-stop --set train.steps=10 --set train.on_nonfinite=stop --set checkpoint.every=0
 [ "$(readlink "$work/nan-stop/checkpoints/latest")" = "step-00000006" ] || { echo "FAIL: no checkpoint of step 6"; exit 1; }
