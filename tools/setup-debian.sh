@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages tsumugi builds and runs with. Safe to re-run: it installs only
 # what is missing. The CUDA toolkit is not a Debian package; when /usr/local/cuda exists the
 # build uses it (TSUMUGI_CUDA=AUTO). clang-16 with its runtimes (libFuzzer, sanitizers), OpenMP
-# and symbolizer builds the fuzzers and the sanitizer tests (tools/fuzz.sh).
+# and symbolizer builds the fuzzers and the sanitizer tests (tools/fuzz.sh). SLURM and munge run
+# the srun/sbatch test on a one-node cluster of its own (tests/dist/slurm_test.sh).
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   libzstd-dev zlib1g-dev python3 python3-numpy
   groff-base mecab-ipadic
   clang-16 libclang-rt-16-dev libomp-16-dev llvm-16
+  slurmd slurmctld slurm-client munge
 )
 
 missing=()
