@@ -9,6 +9,7 @@
 
 #include "atomic_file.h"
 #include "core/check.h"
+#include "core/io/json_integer.h"
 
 namespace tsumugi {
 
@@ -28,21 +29,23 @@ ShardManifest ShardManifest::load(const std::string& dir) {
     const auto json = nlohmann::json::parse(text.str());
     TSU_CHECK(json.value("format", "") == kManifestFormat, IOError, "[shards] {}: format is not \"{}\"", path,
               kManifestFormat);
-    TSU_CHECK(json.value("version", 0u) == kShardFormatVersion, IOError,
-              "[shards] {}: version {} is not the supported {}", path, json.value("version", 0u), kShardFormatVersion);
+    const auto field = [&](std::string_view key) { return fmt::format("[shards] {}: {}", path, key); };
+    const auto version = json.contains("version") ? json_integer<uint64_t>(json.at("version"), field("version")) : 0;
+    TSU_CHECK(version == kShardFormatVersion, IOError, "[shards] {}: version {} is not the supported {}", path, version,
+              kShardFormatVersion);
     manifest.split = json.at("split").get<std::string>();
     manifest.tokenizer_sha256 = json.at("tokenizer_sha256").get<std::string>();
-    manifest.vocab_size = json.at("vocab_size").get<uint64_t>();
-    manifest.eos_id = json.at("eos_id").get<int32_t>();
+    manifest.vocab_size = json_integer<uint64_t>(json.at("vocab_size"), field("vocab_size"));
+    manifest.eos_id = json_integer<int32_t>(json.at("eos_id"), field("eos_id"));
     manifest.token_dtype = json.at("token_dtype").get<std::string>();
-    manifest.tokens = json.at("tokens").get<uint64_t>();
-    manifest.documents = json.at("documents").get<uint64_t>();
-    manifest.source_bytes = json.at("source_bytes").get<uint64_t>();
+    manifest.tokens = json_integer<uint64_t>(json.at("tokens"), field("tokens"));
+    manifest.documents = json_integer<uint64_t>(json.at("documents"), field("documents"));
+    manifest.source_bytes = json_integer<uint64_t>(json.at("source_bytes"), field("source_bytes"));
     TSU_CHECK(json.at("shards").is_array(), IOError, "[shards] {}: shards is not a list", path);
     for (const auto& entry : json.at("shards")) {
-      manifest.shards.push_back({entry.at("file").get<std::string>(), entry.at("tokens").get<uint64_t>(),
-                                 entry.at("documents").get<uint64_t>(), entry.at("source_bytes").get<uint64_t>(),
-                                 entry.at("file_bytes").get<uint64_t>(), entry.at("checksum").get<std::string>()});
+      const auto count = [&](const char* key) { return json_integer<uint64_t>(entry.at(key), field(key)); };
+      manifest.shards.push_back({entry.at("file").get<std::string>(), count("tokens"), count("documents"),
+                                 count("source_bytes"), count("file_bytes"), entry.at("checksum").get<std::string>()});
       // Shards lie beside manifest.json: a name cannot lead out of the folder.
       const std::string& file = manifest.shards.back().file;
       TSU_CHECK(!file.empty() && file != "." && file != ".." && file.find('/') == std::string::npos &&

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "core/io/json_integer.h"
 
 namespace tsumugi {
 namespace fs = std::filesystem;
@@ -221,7 +222,8 @@ std::string verify_checkpoint(const std::string& dir, bool checksums) {
       const std::string path = dir + "/" + name;
       if (!files.contains(name)) return fmt::format("{}/trainer.json does not describe {}", dir, name);
       const nlohmann::json& entry = files.at(name);
-      const uint64_t bytes = entry.at("bytes").get<uint64_t>();
+      const uint64_t bytes =
+          json_integer<uint64_t>(entry.at("bytes"), fmt::format("{}/trainer.json: the size of {}", dir, name));
       std::error_code ec;
       const auto size = fs::file_size(path, ec);
       if (ec) return fmt::format("{} is missing", path);
@@ -270,7 +272,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   c.dir = dir;
   const nlohmann::json state = read_trainer_json(dir);
   try {
-    c.step = state.at("checkpoint").at("step").get<int64_t>();
+    c.step = json_integer<int64_t>(state.at("checkpoint").at("step"), dir + "/trainer.json: step");
   } catch (const nlohmann::json::exception& e) {
     TSU_FAIL(IOError, "[checkpoint] {}/trainer.json has no step: {}", dir, e.what());
   }

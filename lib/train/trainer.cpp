@@ -24,6 +24,7 @@
 #include <fstream>
 
 #include "core/check.h"
+#include "core/io/json_integer.h"
 #include "faults.h"
 #include "gradient_step.h"
 #include "metrics.h"
@@ -191,7 +192,8 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
       uint64_t dropout_offset = 0;
       try {
         saved = parse_config(state.at("config").get<std::string>(), *it + "/trainer.json");
-        dropout_offset = state.at("dropout_offset").get<uint64_t>();
+        dropout_offset =
+            json_integer<uint64_t>(state.at("dropout_offset"), *it + "/trainer.json: dropout_offset");
       } catch (const nlohmann::json::exception& e) {
         TSU_FAIL(IOError, "[train] {}/trainer.json lacks the recipe or the dropout offset: {}", *it, e.what());
       }

@@ -206,6 +206,23 @@ TEST_F(DamagedShard, ManifestCannotNameAFileOutsideItsFolder) {
   EXPECT_NE(message.find("not a plain file name"), std::string::npos) << message;
 }
 
+// Counts must be integers that fit: 1e300 was undefined behaviour (a float converted to uint64),
+// -1 wrapped to 2^64 - 1 (fuzz_checkpoint found the same in trainer.json).
+TEST_F(DamagedShard, ManifestCountsThatAreNotIntegersAreNamed) {
+  const std::string original = testing::read_bytes(dir_ / "manifest.json");
+  for (const char* bad : {"1e300", "-1", "2.5", "\"12\""}) {
+    std::string manifest = original;
+    const size_t at = manifest.find("\"documents\": ");
+    ASSERT_NE(at, std::string::npos);
+    const size_t value = at + 13, end = manifest.find_first_of(",\n}", value);
+    manifest.replace(value, end - value, bad);
+    std::ofstream(dir_ / "manifest.json", std::ios::trunc) << manifest;
+    const std::string message = expect_io_error([&] { ShardSet::open(dir_.str()); });
+    EXPECT_NE(message.find("manifest.json"), std::string::npos) << bad << ": " << message;
+    EXPECT_NE(message.find("documents"), std::string::npos) << bad << ": " << message;
+  }
+}
+
 TEST_F(DamagedShard, MissingManifestIsNamed) {
   fs::remove(dir_ / "manifest.json");
   const std::string message = expect_io_error([&] { ShardSet::open(dir_.str()); });

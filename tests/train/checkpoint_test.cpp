@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 using namespace tsumugi;
 namespace fs = std::filesystem;
@@ -128,6 +129,27 @@ TEST(Checkpoint, FindCheckpointTakesTheNewestThatVerifiesAndReportsDamagedOnes) 
     EXPECT_NE(std::string(e.what()).find("holds no checkpoint that verifies"), std::string::npos) << e.what();
   }
   EXPECT_THROW(find_checkpoint(fresh_dir("find_empty")), IOError);
+}
+
+// fuzz_checkpoint: a size of 1.8e163 in trainer.json was converted from a double to uint64
+// (undefined behaviour). Sizes and the step must be integers that fit.
+TEST(Checkpoint, SizesAndStepsThatAreNotIntegersAreProblemsNotConversions) {
+  const std::string run = fresh_dir("float_size");
+  const std::string dir = CheckpointManager(run, 1).save(5, weights(1), {}, "{}");
+  std::ostringstream read;
+  read << std::ifstream(dir + "/trainer.json").rdbuf();
+  const std::string original = read.str();
+  for (const char* bad : {"1.8e163", "-1", "4.5"}) {
+    std::string state = original;
+    const size_t at = state.find("\"bytes\":");
+    ASSERT_NE(at, std::string::npos);
+    const size_t value = at + 8, end = state.find_first_of(",}", value);
+    state.replace(value, end - value, bad);
+    std::ofstream(dir + "/trainer.json", std::ios::trunc) << state;
+    const std::string problem = verify_checkpoint(dir);
+    EXPECT_NE(problem.find("not an integer"), std::string::npos) << bad << ": " << problem;
+    EXPECT_THROW(load_checkpoint(dir), IOError) << bad;
+  }
 }
 
 TEST(Checkpoint, LatestIsFollowedOnlyToAStepOfThisRun) {
