@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <filesystem>
@@ -437,7 +438,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     if (stage) stage->start_trace(trace_origin);
   }
   // The pipeline's idle share per step, from the second step on (the first includes warm-up).
-  double idle_sum = 0, pipeline_steps = 0;
+  std::vector<double> idle_per_step;  // this stage's idle share of each step after the first
   int64_t peak_micro_batches = 0;
 
   for (int64_t step = run.start_step; step < c.train.steps;) {
@@ -448,8 +449,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     double loss = gradient_step.run(loader.next(), optimizer.loss_scale());
     if (!stage) trace_span("forward + backward", "step", step_start_us);
     if (stage && step > run.start_step) {
-      idle_sum += stage->last_step().idle_fraction();
-      ++pipeline_steps;
+      idle_per_step.push_back(stage->last_step().idle_fraction());
     }
     if (stage) peak_micro_batches = std::max(peak_micro_batches, stage->last_step().peak_micro_batches);
     const std::string injected = trigger_fault(fault, step + 1, world_group->rank());
@@ -547,8 +547,13 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   }
   finish_trace();  // a run stopped before the traced steps ended
   if (stage) {
-    // Each stage's mean idle share and peak of in-flight micro-batches, gathered to rank 0.
-    Tensor mine = from_data<double>({pipeline_steps > 0 ? idle_sum / pipeline_steps : 0.0,
+    // Each stage's median idle share over the steps (a step that the machine held up does not
+    // move it, as it would a mean) and peak of in-flight micro-batches, gathered to rank 0.
+    std::sort(idle_per_step.begin(), idle_per_step.end());
+    const size_t n = idle_per_step.size();
+    const double median_idle =
+        n == 0 ? 0.0 : n % 2 ? idle_per_step[n / 2] : (idle_per_step[n / 2 - 1] + idle_per_step[n / 2]) / 2;
+    Tensor mine = from_data<double>({median_idle,
                                      static_cast<double>(peak_micro_batches),
                                      memory_stats().peak_allocated / 1048576.0});
     Tensor all = zeros({3 * world}, {.dtype = DType::f64});
@@ -564,7 +569,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
         held += fmt::format("{}{:.0f}", s ? " " : "", v[3 * s + 1]);
         memory += fmt::format("{}{:.1f}", s ? " " : "", v[3 * s + 2]);
       }
-      std::printf("pipeline: idle per stage %s (ideal (P-1)/(M+P-1) = %.1f%%); micro-batches held at once %s; peak "
+      std::printf("pipeline: idle per stage (median over steps) %s (ideal (P-1)/(M+P-1) = %.1f%%); micro-batches held at once %s; peak "
                   "tensor memory per stage %s MiB\n",
                   idle.c_str(), 100 * ideal, held.c_str(), memory.c_str());
       log_metrics({{"step", outcome.step}, {"event", "pipeline"}, {"idle_per_stage", idles},
