@@ -167,32 +167,37 @@ std::string CheckpointManager::save(int64_t step, const StateDict& model, const 
   return final_dir;
 }
 
-std::vector<std::string> CheckpointManager::list() const {
+namespace {
+
+// The step-<digits> directories of `root` (no links) that `keep` accepts, oldest first.
+template <class Keep>
+std::vector<std::string> step_dirs(const std::string& root, Keep&& keep) {
   std::vector<std::string> dirs;
   std::error_code ec;
-  if (!fs::is_directory(checkpoints_dir(), ec)) return dirs;
-  for (const auto& entry : fs::directory_iterator(checkpoints_dir(), ec)) {
+  if (!fs::is_directory(root, ec)) return dirs;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
     const std::string name = entry.path().filename().string();
     if (entry.is_symlink() || !entry.is_directory() || !is_step_name(name)) continue;
-    if (verify_checkpoint(entry.path().string(), /*checksums=*/false).empty()) dirs.push_back(entry.path().string());
+    if (keep(entry.path())) dirs.push_back(entry.path().string());
   }
   std::sort(dirs.begin(), dirs.end());  // zero-padded step numbers sort in order
   return dirs;
 }
 
+}  // namespace
+
+std::vector<std::string> CheckpointManager::list() const {
+  return step_dirs(checkpoints_dir(),
+                   [](const fs::path& dir) { return verify_checkpoint(dir.string(), /*checksums=*/false).empty(); });
+}
+
 std::vector<std::string> CheckpointManager::candidates() const {
-  std::vector<std::string> dirs;
-  std::error_code ec;
-  if (!fs::is_directory(checkpoints_dir(), ec)) return dirs;
-  for (const auto& entry : fs::directory_iterator(checkpoints_dir(), ec)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.is_symlink() || !entry.is_directory() || !is_step_name(name)) continue;
-    bool present = fs::is_regular_file(entry.path() / "trainer.json", ec);
-    for (const char* file : kTensorFiles) present = present && fs::is_regular_file(entry.path() / file, ec);
-    if (present) dirs.push_back(entry.path().string());
-  }
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
+  return step_dirs(checkpoints_dir(), [](const fs::path& dir) {
+    std::error_code ec;
+    bool present = fs::is_regular_file(dir / "trainer.json", ec);
+    for (const char* file : kTensorFiles) present = present && fs::is_regular_file(dir / file, ec);
+    return present;
+  });
 }
 
 std::optional<std::string> CheckpointManager::latest() const {
