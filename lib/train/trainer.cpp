@@ -16,9 +16,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <filesystem>
@@ -569,8 +569,8 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
         held += fmt::format("{}{:.0f}", s ? " " : "", v[3 * s + 1]);
         memory += fmt::format("{}{:.1f}", s ? " " : "", v[3 * s + 2]);
       }
-      std::printf("pipeline: idle per stage (median over steps) %s (ideal (P-1)/(M+P-1) = %.1f%%); micro-batches held at once %s; peak "
-                  "tensor memory per stage %s MiB\n",
+      std::printf("pipeline: idle per stage (median over steps) %s (ideal (P-1)/(M+P-1) = %.1f%%); micro-batches "
+                  "held at once %s; peak tensor memory per stage %s MiB\n",
                   idle.c_str(), 100 * ideal, held.c_str(), memory.c_str());
       log_metrics({{"step", outcome.step}, {"event", "pipeline"}, {"idle_per_stage", idles},
                    {"ideal_idle", ideal}});

@@ -8,8 +8,9 @@
 ///
 /// Parameters are contiguous f32, bf16 or f16 tensors on one device, the CPU or a GPU; the shard's
 /// state lives there too, and the group must move tensors of that device and one host scalar per
-/// step (the squared norm): MPI for the CPU, device_aware_group(MPI, NCCL) for a GPU. With f32 parameters each rank keeps 2/R of the replicated
-/// optimizer's state; with bf16/f16 parameters 3/R (the master weights are sharded as well).
+/// step (the squared norm): MPI for the CPU, device_aware_group(MPI, NCCL) for a GPU. With f32
+/// parameters each rank keeps 2/R of the replicated optimizer's state; with bf16/f16 parameters
+/// 3/R (the master weights are sharded as well).
 ///
 /// In deterministic mode the gradients arrive already summed by the tree accumulator; each rank
 /// then takes its slice, and the result is bitwise the replicated optimizer's (AdamW with the same
