@@ -3,7 +3,8 @@
 # what is missing. The CUDA toolkit is not a Debian package; when /usr/local/cuda exists the
 # build uses it (TSUMUGI_CUDA=AUTO). clang-16 with its runtimes (libFuzzer, sanitizers), OpenMP
 # and symbolizer builds the fuzzers and the sanitizer tests (tools/fuzz.sh). SLURM and munge run
-# the srun/sbatch test on a one-node cluster of its own (tests/dist/slurm_test.sh).
+# the srun/sbatch test on a one-node cluster of its own (tests/dist/slurm_test.sh). strace checks
+# that the GPU bundle's Open MPI needs nothing of this machine's (tools/gpu/selftest-open-mpi.sh).
 set -euo pipefail
 
 packages=(
@@ -15,6 +16,7 @@ packages=(
   groff-base mecab-ipadic
   clang-16 libclang-rt-16-dev libomp-16-dev llvm-16
   slurmd slurmctld slurm-client munge
+  strace xz-utils
 )
 
 missing=()

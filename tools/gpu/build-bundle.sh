@@ -11,7 +11,9 @@
 #   bundle-dir/bin/             test_cuda, test_core, tsumugi (stripped)
 #   bundle-dir/lib/             every shared library they load except glibc's and NVIDIA's
 #   bundle-dir/configs/         the recipes
-#   bundle-dir/tests/           tests/train/cli/gpu_train_test.sh and its fixture (training on the GPU)
+#   bundle-dir/tests/           gpu_train_test.sh, gpu_pipeline_test.sh and their fixture (tests/train/cli/)
+#   bundle-dir/ompi/            Open MPI's mpirun, components and help texts (bundle-open-mpi.sh),
+#                               run through mpirun-launcher.sh; its libraries are in lib/
 #   bundle-dir/BUILD_INFO       commit, compiler, CUDA, cuDNN, cuBLAS and NCCL versions built against
 #
 # Files over 1 MiB in bin/ and lib/ are stored xz-compressed (name.xz; OpenBLAS shrinks from
@@ -86,13 +88,18 @@ for target in "${targets[@]}"; do
   done < <(ldd "$src")
 done
 
+# Open MPI's launcher, its components and their libraries: the GPU check's pipeline stage runs
+# `mpirun -np 2` where no Open MPI is installed.
+tools/gpu/bundle-open-mpi.sh "$bundle"
+cp tools/gpu/mpirun-launcher.sh "$bundle/mpirun-launcher.sh"
+
 cp tools/gpu/run-gpu-check.sh "$bundle/run.sh"
 cp tools/gpu/summarize.py "$bundle/summarize.py"
 cp tools/bench_torch.py "$bundle/bench_torch.py"
 chmod +x "$bundle/run.sh"
 cp -r configs "$bundle/configs"
 mkdir -p "$bundle/tests"
-cp tests/train/cli/gpu_train_test.sh tests/train/cli/fixture.sh "$bundle/tests/"
+cp tests/train/cli/gpu_train_test.sh tests/train/cli/gpu_pipeline_test.sh tests/train/cli/fixture.sh "$bundle/tests/"
 
 version_of() {  # version_of header MAJOR MINOR PATCH: "9.19.0"
   local h=/usr/local/cuda/include/$1

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Pipeline stages on a GPU: `mpirun -np 2 tsumugi train` with parallel.pp = 2 puts both stages on
+# the one GPU (device = local rank modulo the GPUs), and the activations and their gradients go
+# through host memory over MPI (docs/distributed.md). In deterministic mode GPipe and 1F1B, in f32
+# and in bf16 (fp32 master weights in each stage's optimizer; cuda only), end with the bytes of one process
+# on the same GPU; the trace holds both ranks' spans and the run reports each stage's idle share.
+# Usage: gpu_pipeline_test.sh TSUMUGI_BINARY MPIEXEC [DEVICE]
+# DEVICE is cuda (the default: exits 77, skipped, without a GPU) or cpu (the same checks on the
+# CPU: tools/gpu/selftest-open-mpi.sh runs them so through the GPU bundle's own mpirun).
+set -euo pipefail
+tsumugi=$1
+mpiexec=$2
+device=${3:-cuda}
+if [[ $device == cuda ]] && ! "$tsumugi" --version | grep -q "cuda: built, [1-9]"; then
+  echo "no CUDA device: skipped"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/fixture.sh"
+make_fixture
+
+common=(--set device.type="$device" --set model.dropout=0 --set model.layers=4 --set train.steps=8
+        --set train.global_batch=8 --set train.micro_batch=2 --set checkpoint.every=4
+        --set parallel.deterministic=true)
+same_run() {  # same_run RUN RUN: the same losses and the newest checkpoints' bytes
+  diff <(losses "$work/$1") <(losses "$work/$2") || { echo "FAIL: $1 and $2 have different losses"; exit 1; }
+  [ "$(losses "$work/$1" | wc -l)" = 8 ] || { echo "FAIL: $1 did not run 8 steps"; exit 1; }
+  for file in model.safetensors optimizer.safetensors; do
+    cmp "$work/$1/checkpoints/latest/$file" "$work/$2/checkpoints/latest/$file" ||
+      { echo "FAIL: $1 and $2 end with different $file"; exit 1; }
+  done
+}
+
+dtypes=(f32 bf16)
+[[ $device == cuda ]] || dtypes=(f32)  # bf16 and f16 compute are CUDA's
+for dtype in "${dtypes[@]}"; do
+  mpi_train 1 "one-$dtype" --set precision.compute=$dtype
+  for schedule in gpipe 1f1b; do
+    [[ $dtype == bf16 && $schedule == gpipe ]] && continue
+    mpi_train 2 "pp2-$schedule-$dtype" --set precision.compute=$dtype --set parallel.pp=2 \
+      --set parallel.schedule=$schedule
+    grep -q "pipeline: 2 stages" "$work/pp2-$schedule-$dtype.log" || { cat "$work/pp2-$schedule-$dtype.log"; exit 1; }
+    same_run "one-$dtype" "pp2-$schedule-$dtype"
+    echo "ok   $device $dtype, pp 2 ($schedule) on one device: the losses and bytes of one process"
+  done
+done
+
+mpi_train 2 traced --set parallel.pp=2 --set parallel.schedule=1f1b --trace "$work/trace.json"
+grep "pipeline: idle per stage" "$work/traced.log" || { echo "FAIL: no idle shares"; cat "$work/traced.log"; exit 1; }
+python3 - "$work/trace.json" <<'PY'
+import json, sys
+events = json.load(open(sys.argv[1]))["traceEvents"]
+spans = [e for e in events if e.get("ph") == "X"]
+for rank in (0, 1):
+    cats = {e["cat"] for e in spans if e["pid"] == rank}
+    missing = {"forward", "backward", "recv", "send", "optimizer"} - cats
+    assert not missing, f"rank {rank} lacks {missing}"
+print(f"ok   trace: {len(spans)} spans from 2 ranks")
+PY
