@@ -246,24 +246,29 @@ void PipelineStage::finish_tied_gradients() {
 }
 
 double PipelineStage::gradient_norm() const {
-  // Every parameter's pieces (grad_square_blocks) at fixed offsets of one vector, filled by
-  // their owners; the sum over stages adds exact zeros; then the pieces in the model's order.
-  constexpr int64_t kBlock = 4096;
+  // Every parameter's pieces (grad_square_pieces: the block sums, not the gradients, come to
+  // the host) at fixed offsets of one vector, filled by their owners; the sum over stages adds
+  // exact zeros; then the pieces in the model's order, as grad_norm adds them.
+  const int64_t block = grad_square_piece_size(model_.device());
   const NamedTensors& all = all_params_;
   std::vector<int64_t> offsets;
   int64_t total_blocks = 0;
   for (const Shape& shape : all_shapes_) {  // the whole model's, also where released
     offsets.push_back(total_blocks);
-    total_blocks += (shape_numel(shape) + kBlock - 1) / kBlock;
+    total_blocks += (shape_numel(shape) + block - 1) / block;
   }
+  std::vector<Tensor> owned;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < all.size(); ++i)
+    if (owner(all[i].first) == stage_ && all[i].second.grad().defined()) {
+      owned.push_back(all[i].second);
+      where.push_back(i);
+    }
+  const std::vector<std::vector<double>> owned_pieces = grad_square_pieces(owned);
   Tensor pieces = zeros({total_blocks}, {.dtype = DType::f64});
   double* out = pieces.data<double>();
-  for (size_t i = 0; i < all.size(); ++i) {
-    const auto& [name, p] = all[i];
-    if (owner(name) != stage_ || !p.grad().defined()) continue;
-    const std::vector<double> blocks = grad_square_blocks(p.grad());
-    std::copy(blocks.begin(), blocks.end(), out + offsets[i]);
-  }
+  for (size_t k = 0; k < owned.size(); ++k)
+    std::copy(owned_pieces[k].begin(), owned_pieces[k].end(), out + offsets[where[k]]);
   group_->all_reduce(pieces);
   double sum = 0;
   for (int64_t b = 0; b < total_blocks; ++b) sum += out[b];

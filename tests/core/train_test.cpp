@@ -66,6 +66,23 @@ TEST(ClipGradNorm, ScalesToMaxNormAndReportsTheNormBefore) {
   EXPECT_NEAR(grad_norm({a, b}), 1.0, 1e-5);
 }
 
+// grad_norm is the square root of grad_square_pieces added in order: per parameter the sums of
+// squares of blocks of 4096 elements, empty where there is no gradient.
+TEST(GradSquarePieces, AreTheBlocksGradNormAdds) {
+  ASSERT_EQ(grad_square_piece_size(Device::cpu()), 4096);
+  Tensor a = zeros({4096 * 2 + 5}).set_requires_grad(), none = zeros({3}).set_requires_grad();
+  Tensor b = zeros({2, 3}).set_requires_grad();
+  a.set_grad(full({4096 * 2 + 5}, 0.5f));
+  b.set_grad(from_data<float>({1, 2, 3, 4, 5, 6}, {2, 3}));
+  const std::vector<std::vector<double>> pieces = grad_square_pieces({a, none, b});
+  ASSERT_EQ(pieces.size(), 3u);
+  EXPECT_EQ(pieces[0], (std::vector<double>{1024.0, 1024.0, 1.25}));
+  EXPECT_TRUE(pieces[1].empty());
+  EXPECT_EQ(pieces[2], std::vector<double>{91.0});
+  EXPECT_EQ(pieces[2], grad_square_blocks(b.grad()));
+  EXPECT_EQ(grad_norm({a, none, b}), std::sqrt(1024.0 + 1024.0 + 1.25 + 91.0));
+}
+
 class Memorise : public ::testing::TestWithParam<Arch> {};
 
 // A tiny model drives the loss on one fixed batch of 8 x 64 tokens below 0.1 within 300 steps.

@@ -2,6 +2,7 @@
 // through fp32 master weights), SGD, the gradient norm, clipping, and the finiteness check.
 #include "cuda/cuda_test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -190,6 +191,42 @@ TEST(CudaOptim, GradNormAndClippingMatchCpu) {
   EXPECT_EQ(host_floats(before), before_values);  // scaled into new tensors, not in place
   EXPECT_NEAR(grad_norm(gpu), 1.0, 1e-3);
   EXPECT_FALSE(gpu.back().grad().defined());
+}
+
+// What the pipeline's norm relies on: a gradient's pieces are the same whichever gradients
+// share the call (mixed dtypes are launched by dtype and put back in order), they are the
+// CPU's sums of squares per 16,384 elements, and grad_norm adds exactly those pieces in order.
+TEST(CudaOptim, SquarePiecesOfAGradientDoNotDependOnTheOthers) {
+  TSU_REQUIRE_GPU();
+  ASSERT_EQ(grad_square_piece_size(kGpu), 16384);
+  const std::vector<std::pair<Shape, DType>> grads = {
+      {{5000}, DType::bf16}, {{40000}, DType::f32}, {{3}, DType::f16}, {{16384 * 2 + 1}, DType::bf16}};
+  std::vector<Tensor> gpu;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    gpu.push_back(zeros(grads[i].first, {.device = kGpu}).set_requires_grad());
+    gpu.back().set_grad(random_tensor(grads[i].first, 700 + i).to(grads[i].second).to(kGpu));
+  }
+  gpu.insert(gpu.begin() + 1, zeros({9}, {.device = kGpu}).set_requires_grad());  // no gradient
+  const std::vector<std::vector<double>> together = grad_square_pieces(gpu);
+  ASSERT_EQ(together.size(), gpu.size());
+  EXPECT_TRUE(together[1].empty());
+  double total = 0;
+  for (size_t i = 0; i < gpu.size(); ++i) {
+    const std::vector<std::vector<double>> alone = grad_square_pieces({gpu[i]});
+    EXPECT_EQ(alone[0], together[i]) << i;  // bit for bit
+    if (!gpu[i].grad().defined()) continue;
+    const int64_t n = gpu[i].numel();
+    ASSERT_EQ(static_cast<int64_t>(together[i].size()), (n + 16383) / 16384) << i;
+    const std::vector<float> g = host_floats(gpu[i].grad());
+    for (size_t c = 0; c < together[i].size(); ++c) {
+      double expected = 0;
+      for (int64_t j = static_cast<int64_t>(c) * 16384; j < std::min<int64_t>(n, (c + 1) * 16384); ++j)
+        expected += static_cast<double>(g[j]) * g[j];
+      EXPECT_NEAR(together[i][c], expected, 1e-5 * expected) << i << " piece " << c;
+      total += together[i][c];
+    }
+  }
+  EXPECT_EQ(grad_norm(gpu), std::sqrt(total));
 }
 
 TEST(CudaOptim, GradsFiniteDetectsNanAndInf) {

@@ -118,13 +118,19 @@ class SGD {
 // Gradient utilities. Each takes parameters and reads their .grad (parameters without one are
 // skipped); all gradients must be on one device. On CUDA each is one launch per gradient dtype.
 
-/// L2 norm of all gradients together, computed in a fixed order (independent of thread count).
-/// On CUDA: fp32 sums of squares per chunk of 16,384 elements, then one sum of those in double.
+/// L2 norm of all gradients together, computed in a fixed order (independent of thread count):
+/// the square root of every piece of grad_square_pieces, added in order in double.
 double grad_norm(const std::vector<Tensor>& params);
-/// The pieces grad_norm adds up on the CPU for one gradient: sums of squares (in double) over
-/// consecutive blocks of 4096 elements, in order. grad_norm is the square root of every piece of
-/// every gradient added in order, so a norm whose gradients live in several processes (pipeline
-/// stages) is put back together bit for bit.
+/// The pieces grad_norm adds up, one vector per parameter (empty for one without a gradient):
+/// sums of squares over consecutive blocks of grad_square_piece_size elements, in order. On the
+/// CPU each is grad_square_blocks (in double); on CUDA fp32 sums per chunk, one launch per dtype
+/// and one copy to the host. A piece depends on its block alone, so a norm whose gradients live
+/// in several processes (pipeline stages) is put back together bit for bit.
+std::vector<std::vector<double>> grad_square_pieces(const std::vector<Tensor>& params);
+/// Elements per piece of grad_square_pieces on `device`: 4096 on the CPU, 16,384 on CUDA.
+int64_t grad_square_piece_size(Device device);
+/// grad_square_pieces of one gradient on the CPU: sums of squares (in double) over consecutive
+/// blocks of 4096 elements, in order (any device's gradient is read as f32 on the host).
 std::vector<double> grad_square_blocks(const Tensor& grad);
 /// The sum of the squares of the elements of `x` (f32, bf16 or f16; CPU or CUDA), added as
 /// grad_norm adds them: the square of grad_norm of one parameter whose gradient is `x`.

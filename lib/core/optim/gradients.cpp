@@ -47,19 +47,43 @@ std::vector<Tensor> device_grads(const std::vector<Tensor>& params) {
 
 }  // namespace
 
-double grad_norm(const std::vector<Tensor>& params) {
+int64_t grad_square_piece_size(Device device) {
+#ifdef TSUMUGI_WITH_CUDA
+  if (device.is_cuda()) return cuda::kOptimChunk;
+#endif
+  (void)device;
+  return 4096;
+}
+
+std::vector<std::vector<double>> grad_square_pieces(const std::vector<Tensor>& params) {
   [[maybe_unused]] const Device device = grads_device("grad_norm", params);
+  std::vector<std::vector<double>> pieces(params.size());
 #ifdef TSUMUGI_WITH_CUDA
   if (device.is_cuda()) {
     NoGradGuard no_grad;
-    return std::sqrt(cuda::sum_of_squares(device_grads(params)));
+    std::vector<size_t> which;  // the parameters that have a gradient, in order
+    for (size_t i = 0; i < params.size(); ++i)
+      if (params[i].grad().defined()) which.push_back(i);
+    const std::vector<Tensor> grads = device_grads(params);
+    const std::vector<float> partials = cuda::square_partials(grads);
+    auto next = partials.begin();
+    for (size_t k = 0; k < grads.size(); ++k) {
+      const int64_t n = (grads[k].numel() + cuda::kOptimChunk - 1) / cuda::kOptimChunk;
+      pieces[which[k]].assign(next, next + n);
+      next += n;
+    }
+    return pieces;
   }
 #endif
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].grad().defined()) pieces[i] = grad_square_blocks(params[i].grad());
+  return pieces;
+}
+
+double grad_norm(const std::vector<Tensor>& params) {
   double total = 0;
-  for (const Tensor& p : params) {
-    if (!p.grad().defined()) continue;
-    for (double s : grad_square_blocks(p.grad())) total += s;
-  }
+  for (const std::vector<double>& pieces : grad_square_pieces(params))
+    for (double s : pieces) total += s;
   return std::sqrt(total);
 }
 
@@ -84,7 +108,9 @@ double sum_of_squares(const Tensor& x) {
   if (x.device().is_cuda()) {
     NoGradGuard no_grad;
     const Tensor g = x.dtype() == DType::f32 || x.dtype() == DType::bf16 || x.dtype() == DType::f16 ? x : x.to(DType::f32);
-    return cuda::sum_of_squares({g.contiguous()});
+    double total = 0;
+    for (float s : cuda::square_partials({g.contiguous()})) total += s;
+    return total;
   }
 #endif
   double total = 0;

@@ -27,9 +27,13 @@ void adamw_step(const std::vector<OptimSlot>& slots, const AdamWStepConstants& c
 /// w -= lr * d.
 void sgd_step(const std::vector<OptimSlot>& slots, float lr, float momentum, float weight_decay);
 
-/// Sum of the squares of every element of `grads`: fp32 partial sums per chunk, added in a fixed
-/// order in double on the device; one synchronising copy brings the result back.
-double sum_of_squares(const std::vector<Tensor>& grads);
+/// Elements per chunk of the multi-tensor launches: each CUDA block takes one chunk of one tensor.
+inline constexpr int64_t kOptimChunk = 16384;
+/// The fp32 sums of squares of every chunk of kOptimChunk elements of `grads`, in the order of
+/// `grads` (each gradient's ceil(n / kOptimChunk) chunks in a row): one launch per dtype and one
+/// synchronising copy to the host. Each partial depends on its chunk alone, so a gradient's
+/// partials are the same whichever other gradients are in the call.
+std::vector<float> square_partials(const std::vector<Tensor>& grads);
 /// New tensors grads[i] * scale (same shapes and dtypes), one launch per dtype.
 std::vector<Tensor> scaled(const std::vector<Tensor>& grads, float scale);
 /// True when no element of `grads` is Inf or NaN (one synchronising copy).

@@ -16,7 +16,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kVec = 8;            // elements per group: one 128-bit load of 16-bit data, two of fp32
-constexpr int64_t kChunk = 16384;  // elements per block: 8 rounds of kThreads groups
+constexpr int64_t kChunk = kOptimChunk;  // elements per block: 8 rounds of kThreads groups
 static_assert(kChunk % (kThreads * kVec) == 0, "a chunk is whole rounds of groups");
 
 // One tensor of a launch, as the kernels see it (the same struct on host and device).
@@ -278,14 +278,6 @@ __global__ void __launch_bounds__(kThreads) sum_squares_kernel(const Slot* table
   if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
-// out[0] = sum of n partials in double, each thread over a fixed stride, then a fixed tree.
-// One block.
-__global__ void __launch_bounds__(kThreads) sum_partials_kernel(const float* partials, int64_t n, double* out) {
-  double acc = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) acc += static_cast<double>(partials[i]);
-  const double total = block_sum(acc);
-  if (threadIdx.x == 0) out[0] = total;
-}
 
 // Inf and NaN have every exponent bit set.
 __device__ __forceinline__ bool nonfinite(float x) { return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u; }
@@ -419,14 +411,19 @@ void sgd_step(const std::vector<OptimSlot>& slots, float lr, float momentum, flo
   });
 }
 
-double sum_of_squares(const std::vector<Tensor>& grads) {
+std::vector<float> square_partials(const std::vector<Tensor>& grads) {
   require_dtypes(grads, "grad_norm");
+  std::vector<int64_t> first(grads.size());  // each gradient's first partial in the result
   int64_t chunks = 0;
-  for (const Tensor& g : grads) chunks += (g.numel() + kChunk - 1) / kChunk;
-  if (chunks == 0) return 0.0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    first[i] = chunks;
+    chunks += (grads[i].numel() + kChunk - 1) / kChunk;
+  }
+  std::vector<float> out(static_cast<size_t>(chunks));
+  if (chunks == 0) return out;
   const Device device = grads.front().device();
   cudaStream_t stream = stream_of(grads.front());
-  // One partial per chunk: the dtype groups fill consecutive ranges, in kDtypes order.
+  // The launches fill consecutive ranges, one dtype group after another in kDtypes order.
   const Tensor partials = empty({chunks}, {.dtype = DType::f32, .device = device});
   int64_t offset = 0;
   for_each_dtype(grads, nullptr, [&](auto g, const Table& table) {
@@ -437,10 +434,18 @@ double sum_of_squares(const std::vector<Tensor>& grads) {
     TSU_CUDA_CHECK_LAUNCH();
     offset += table.chunks;
   });
-  const Tensor total = empty({1}, {.dtype = DType::f64, .device = device});
-  sum_partials_kernel<<<1, kThreads, 0, stream>>>(ptr<const float>(partials), chunks, ptr<double>(total));
-  TSU_CUDA_CHECK_LAUNCH();
-  return total.item<double>();
+  const Tensor host = partials.to(Device::cpu());
+  const float* launched = host.data<float>();
+  // Back to the order of `grads`.
+  offset = 0;
+  for (DType gd : kDtypes)
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (grads[i].dtype() != gd) continue;
+      const int64_t n = (grads[i].numel() + kChunk - 1) / kChunk;
+      std::copy(launched + offset, launched + offset + n, out.begin() + first[i]);
+      offset += n;
+    }
+  return out;
 }
 
 std::vector<Tensor> scaled(const std::vector<Tensor>& grads, float scale) {
