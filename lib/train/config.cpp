@@ -115,6 +115,7 @@ const std::vector<Field>& fields() {
     f.push_back(make_field("parallel.deterministic", &C::parallel, &ParallelConfig::deterministic, "identical bits for any rank count and micro-batch split"));
     f.push_back(make_field("parallel.threads", &C::parallel, &ParallelConfig::threads, "CPU threads per rank (0: cores / local ranks)"));
     f.push_back(make_field("parallel.blas_threads", &C::parallel, &ParallelConfig::blas_threads, "BLAS threads per rank (0: threads; deterministic: 1)"));
+    f.push_back(make_field("parallel.gpu_comm", &C::parallel, &ParallelConfig::gpu_comm, "data parallelism on GPUs: nccl (a GPU per rank) | mpi (through host memory; ranks may share a GPU)", {"nccl", "mpi"}));
     f.push_back(make_field("precision.compute", &C::precision, &PrecisionConfig::compute, "f32 | bf16 | f16 (bf16, f16: CUDA)", {"f32", "bf16", "f16"}));
     f.push_back(make_field("checkpoint.dir", &C::checkpoint, &CheckpointConfig::dir, "run directory"));
     f.push_back(make_field("checkpoint.every", &C::checkpoint, &CheckpointConfig::every, "save every N steps (0: only at the end)"));

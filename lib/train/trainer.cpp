@@ -123,12 +123,12 @@ std::vector<int64_t> stage_starts(const TrainConfig& c) {
 std::shared_ptr<ProcessGroup> with_nccl(std::shared_ptr<ProcessGroup> mpi, const ProcessInfo& where) {
   TSU_CHECK(nccl_built(), ConfigError,
             "[config] device.type = \"cuda\" with {} processes needs NCCL, and this build of tsumugi has none "
-            "(TSUMUGI_NCCL=OFF or NCCL not found); run one process per job, or rebuild with NCCL",
+            "(TSUMUGI_NCCL=OFF or NCCL not found); set parallel.gpu_comm = \"mpi\", or rebuild with NCCL",
             mpi->size());
   const int gpus = cuda_device_count();
   TSU_CHECK(where.local_world <= gpus, ConfigError,
-            "[config] {} processes on this node but {} CUDA device(s) visible: multi-GPU training takes one GPU per "
-            "process (mpirun -np <GPUs per node x nodes>)",
+            "[config] {} processes on this node but {} CUDA device(s) visible: data parallelism over NCCL takes one "
+            "GPU per process (mpirun -np <GPUs per node x nodes>; parallel.gpu_comm = \"mpi\" lets ranks share a GPU)",
             where.local_world, gpus);
   return device_aware_group(mpi, nccl_group(mpi, Device::cuda(where.local_rank)));
 }
@@ -269,9 +269,11 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     group = world_group->split(world_group->rank() % pp, world_group->rank() / pp);
   }
   if (recipe.device.type == "cuda" && cuda_built() && world > 1) {
-    // Device tensors: gradients over NCCL between the data-parallel ranks (one GPU each); a
-    // pipeline's activations, and the rest, through host memory over MPI.
-    group = group->size() > 1 ? with_nccl(group, where) : host_staged_group(group);
+    // Device tensors: gradients over NCCL between the data-parallel ranks (one GPU each), or with
+    // parallel.gpu_comm = "mpi" through host memory; a pipeline's activations, and the rest,
+    // through host memory over MPI.
+    const bool nccl = parallel.gpu_comm == "nccl";
+    group = group->size() > 1 && nccl ? with_nccl(group, where) : host_staged_group(group);
     if (pp > 1) {
       pp_group = host_staged_group(pp_group);
       world_group = host_staged_group(world_group);

@@ -11,7 +11,7 @@
 #   bundle-dir/bin/             test_cuda, test_core, tsumugi (stripped)
 #   bundle-dir/lib/             every shared library they load except glibc's and NVIDIA's
 #   bundle-dir/configs/         the recipes
-#   bundle-dir/tests/           gpu_train_test.sh, gpu_pipeline_test.sh and their fixture (tests/train/cli/)
+#   bundle-dir/tests/           gpu_train_test.sh, gpu_ranks_test.sh and their fixture (tests/train/cli/)
 #   bundle-dir/ompi/            Open MPI's mpirun, components and help texts (bundle-open-mpi.sh),
 #                               run through mpirun-launcher.sh; its libraries are in lib/
 #   bundle-dir/BUILD_INFO       commit, compiler, CUDA, cuDNN, cuBLAS and NCCL versions built against
@@ -99,7 +99,7 @@ cp tools/bench_torch.py "$bundle/bench_torch.py"
 chmod +x "$bundle/run.sh"
 cp -r configs "$bundle/configs"
 mkdir -p "$bundle/tests"
-cp tests/train/cli/gpu_train_test.sh tests/train/cli/gpu_pipeline_test.sh tests/train/cli/fixture.sh "$bundle/tests/"
+cp tests/train/cli/gpu_train_test.sh tests/train/cli/gpu_ranks_test.sh tests/train/cli/fixture.sh "$bundle/tests/"
 
 version_of() {  # version_of header MAJOR MINOR PATCH: "9.19.0"
   local h=/usr/local/cuda/include/$1

@@ -4,11 +4,11 @@
 #
 #   bash gpu-bundle/run.sh [STAGE...]
 #
-# STAGE: all (the default: tests, train, bench, then pipeline), tests (test_cuda: every CUDA op
+# STAGE: all (the default: tests, train, bench, then ranks), tests (test_cuda: every CUDA op
 # against the CPU), train (tests/train/cli/gpu_train_test.sh: a tiny model's loss curves on cuda
-# against the CPU, exact bf16 resume, eval and generation), pipeline
-# (tests/train/cli/gpu_pipeline_test.sh through the bundle's own mpirun: two pipeline stages on
-# the one GPU give one process's bytes), bench (tsumugi, then torch), tsumugi (`tsumugi
+# against the CPU, exact bf16 resume, eval and generation), ranks
+# (tests/train/cli/gpu_ranks_test.sh through the bundle's own mpirun: two pipeline stages, and
+# two data-parallel ranks with and without ZeRO-1, on the one GPU give one process's bytes), bench (tsumugi, then torch), tsumugi (`tsumugi
 # bench gemm` and `bench train` of GPT-2 124M and Llama 1B in bf16), torch (tools/bench_torch.py,
 # eager and torch.compile), core (test_core, the CPU tests; not part of all), env (the
 # environment report only; every run starts with it).
@@ -19,7 +19,7 @@
 # the CUDA context) costs one suite, not the rest. The summary table is printed last.
 #
 # Logs go to $OUT when it is set (the folder the device tool brings back), else to
-# <bundle>/results: env.txt, test_cuda.log, test_cuda.xml (JUnit), train.log, pipeline.log, bench.log,
+# <bundle>/results: env.txt, test_cuda.log, test_cuda.xml (JUnit), train.log, ranks.log, bench.log,
 # core.log, summary.txt.
 #
 # Environment: OUT; TSU_GPU_BUDGET_S (460); TSU_GPU_WORK (/tmp/tsumugi-gpu: the expanded
@@ -27,7 +27,7 @@
 # TSU_GTEST_FILTER (a --gtest_filter for test_cuda); TSU_BENCH_STEPS (10 timed steps);
 # TSU_NVIDIA_LIB_DIRS (colon-separated; instead of searching the Python environment);
 # limits in seconds: TSU_T_TESTS (180, all suites), TSU_T_SUITE (90, one suite), TSU_T_TRAIN (120),
-# TSU_T_PIPELINE (90), TSU_T_GEMM (60),
+# TSU_T_RANKS (90), TSU_T_GEMM (60),
 # TSU_T_GPT2 (75), TSU_T_LLAMA (100), TSU_T_TORCH_GPT2 (130), TSU_T_TORCH_LLAMA (130),
 # TSU_T_CORE (300).
 set -uo pipefail
@@ -39,21 +39,21 @@ deadline=$((SECONDS + ${TSU_GPU_BUDGET_S:-460}))
 steps=${TSU_BENCH_STEPS:-10}
 
 usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; }
-do_tests=0 do_train=0 do_pipeline=0 do_tsumugi=0 do_torch=0 do_core=0
+do_tests=0 do_train=0 do_ranks=0 do_tsumugi=0 do_torch=0 do_core=0
 (($#)) || set -- all
 for stage in "$@"; do
   case $stage in
-    all) do_tests=1 do_train=1 do_pipeline=1 do_tsumugi=1 do_torch=1 ;;
+    all) do_tests=1 do_train=1 do_ranks=1 do_tsumugi=1 do_torch=1 ;;
     tests) do_tests=1 ;;
     train) do_train=1 ;;
-    pipeline) do_pipeline=1 ;;
+    ranks) do_ranks=1 ;;
     bench) do_tsumugi=1 do_torch=1 ;;
     tsumugi) do_tsumugi=1 ;;
     torch) do_torch=1 ;;
     core) do_core=1 ;;
     env) ;;
     -h | --help) usage; exit 0 ;;
-    *) echo "run.sh: unknown stage '$stage' (all, tests, train, pipeline, bench, tsumugi, torch, core, env)" >&2; exit 2 ;;
+    *) echo "run.sh: unknown stage '$stage' (all, tests, train, ranks, bench, tsumugi, torch, core, env)" >&2; exit 2 ;;
   esac
 done
 
@@ -279,18 +279,18 @@ stage_train() {
   run_stage "gpu training" "${TSU_T_TRAIN:-120}" train.log bash "$here/tests/gpu_train_test.sh" "$work/bin/tsumugi-run"
 }
 
-stage_pipeline() {
-  echo "== pipeline stages on the GPU (gpu_pipeline_test.sh through the bundle's mpirun; output in pipeline.log)"
-  : >"$results/pipeline.log"
+stage_ranks() {
+  echo "== two ranks on the GPU: pipeline stages, data parallelism (gpu_ranks_test.sh through the bundle's mpirun; output in ranks.log)"
+  : >"$results/ranks.log"
   if [[ ! -x $here/ompi/bin/orterun || ! -f $here/mpirun-launcher.sh ]]; then
-    record "gpu pipeline" "not run" 0 "the bundle has no Open MPI (tools/gpu/bundle-open-mpi.sh)"
-    printf '  %-28s not run (the bundle has no Open MPI)\n' "gpu pipeline"
+    record "gpu ranks" "not run" 0 "the bundle has no Open MPI (tools/gpu/bundle-open-mpi.sh)"
+    printf '  %-28s not run (the bundle has no Open MPI)\n' "gpu ranks"
     return
   fi
   tsumugi_launcher
   bash "$here/mpirun-launcher.sh" "$here/ompi" "$work/lib" "$ld_path" "$work/bin/mpirun"
-  run_stage "gpu pipeline" "${TSU_T_PIPELINE:-90}" pipeline.log env OMPI_ALLOW_RUN_AS_ROOT=1 \
-    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 bash "$here/tests/gpu_pipeline_test.sh" "$work/bin/tsumugi-run" "$work/bin/mpirun"
+  run_stage "gpu ranks" "${TSU_T_RANKS:-90}" ranks.log env OMPI_ALLOW_RUN_AS_ROOT=1 \
+    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 bash "$here/tests/gpu_ranks_test.sh" "$work/bin/tsumugi-run" "$work/bin/mpirun"
 }
 
 stage_tsumugi() {
@@ -333,7 +333,7 @@ stage_env
 ((do_tsumugi)) && stage_tsumugi
 ((do_torch)) && stage_torch
 # Last: the benchmarks are the figures the run is for, and this stage is the newest.
-((do_pipeline)) && stage_pipeline
+((do_ranks)) && stage_ranks
 ((do_core)) && stage_core
 
 echo

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks, on this CPU machine, the Open MPI that the GPU bundle carries: bundle-open-mpi.sh
 # gathers it into a scratch bundle, mpirun-launcher.sh writes its launcher, and the GPU check's
-# pipeline test (tests/train/cli/gpu_pipeline_test.sh, on the CPU) runs through that launcher
+# pipeline test (tests/train/cli/gpu_ranks_test.sh, on the CPU) runs through that launcher
 # under strace. It must pass, and no process may open a file of this machine's own Open MPI or
 # PMIx (its components, help texts, configuration, libraries) or start its mpirun: on the GPU
 # machine those do not exist.
@@ -19,7 +19,7 @@ mkdir -p "$dir/bundle/lib"
 printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$dir/bundle/lib" "$tsumugi" >"$dir/tsumugi"
 chmod +x "$dir/tsumugi"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-test_script=$root/tests/train/cli/gpu_pipeline_test.sh
+test_script=$root/tests/train/cli/gpu_ranks_test.sh
 if ! strace -o /dev/null true 2>/dev/null; then
   echo "selftest-open-mpi: strace cannot trace here; the pipeline test alone:"
   bash "$test_script" "$dir/tsumugi" "$dir/mpirun" cpu

@@ -59,7 +59,7 @@ case "$*" in
 esac
 EOF
 printf '#!/bin/sh\necho "no CUDA device: skipped"\nexit 77\n' >"$bundle/tests/gpu_train_test.sh"
-# The pipeline stage: the real launcher in front of a fake orterun, which must see the bundle's
+# The ranks stage: the real launcher in front of a fake orterun, which must see the bundle's
 # Open MPI directories; the test then skips as it does without a GPU.
 mkdir -p "$bundle/ompi/bin"
 cp "$here/mpirun-launcher.sh" "$bundle/mpirun-launcher.sh"
@@ -67,7 +67,7 @@ cat >"$bundle/ompi/bin/orterun" <<'EOF'
 #!/bin/sh
 [ "$OPAL_PKGLIBDIR" = "$OPAL_PREFIX/lib/openmpi3" ] && [ "$OMPI_MCA_btl" = self,vader ] && echo "orterun $*"
 EOF
-cat >"$bundle/tests/gpu_pipeline_test.sh" <<'EOF'
+cat >"$bundle/tests/gpu_ranks_test.sh" <<'EOF'
 #!/bin/sh
 [ "$("$2" -np 2 "$1" --version)" = "orterun -np 2 $1 --version" ] || { echo "the launcher did not run orterun"; exit 1; }
 echo "no CUDA device: skipped"
@@ -87,7 +87,7 @@ expect "FAILED    A.Two: x.cpp:3"
 expect "CRASHED (SEGV) B.Crash"
 expect "TIMED OUT C.Hang"
 expect "gpu training           skipped"
-expect "gpu pipeline           skipped"
+expect "gpu ranks              skipped"
 expect_re "^tsumugi llama-1b +failed +[0-9]+  tsumugi: error: \\[rope\\] something is wrong"
 expect "gpt2-124m  tsumugi         32 x 1024     60.0    546,133    422.6    700  0.604      20.5"
 expect "gpt2-124m  torch-compile                    -          -        -      -      -         -  RuntimeError: boom"
@@ -95,7 +95,7 @@ expect "llama-1b   torch-eager"
 expect_re "timed out after 1[6-9] s"
 expect "gpt2-124m MFU >= 0.50: yes"
 [[ $(tail -1 "$dir/console.txt") == =* ]] || fail "the summary is not the last thing printed"
-for f in env.txt test_cuda.log test_cuda.xml train.log pipeline.log bench.log summary.txt; do
+for f in env.txt test_cuda.log test_cuda.xml train.log ranks.log bench.log summary.txt; do
   [[ -s $dir/out/$f ]] || fail "no $f in OUT"
 done
 python3 -c 'import sys, xml.etree.ElementTree as E; r = E.parse(sys.argv[1]).getroot(); assert r.get("tests") == "6", r.attrib' \

@@ -58,6 +58,9 @@ struct ParallelConfig {
   bool deterministic = false;    ///< bitwise-identical results for any dp, pp and micro-batch split
   int64_t threads = 0;           ///< CPU threads per rank (0: cores / local ranks)
   int64_t blas_threads = 0;      ///< BLAS threads per rank (0: same as threads; deterministic mode: 1)
+  /// How data parallelism moves device tensors: "nccl" (one GPU per rank) or "mpi" (through host
+  /// memory over MPI: ranks may share a GPU, NCCL is not needed; slower).
+  std::string gpu_comm = "nccl";
 };
 
 struct PrecisionConfig {

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Pipeline stages on a GPU: `mpirun -np 2 tsumugi train` with parallel.pp = 2 puts both stages on
-# the one GPU (device = local rank modulo the GPUs), and the activations and their gradients go
-# through host memory over MPI (docs/distributed.md). In deterministic mode GPipe and 1F1B, in f32
-# and in bf16 (fp32 master weights in each stage's optimizer; cuda only), end with the bytes of one process
-# on the same GPU; the trace holds both ranks' spans and the run reports each stage's idle share.
-# Usage: gpu_pipeline_test.sh TSUMUGI_BINARY MPIEXEC [DEVICE]
+# Several ranks on one GPU, through host memory over MPI (docs/distributed.md), in deterministic
+# mode, each run against one process on the same GPU (same losses, byte-identical weights and
+# optimizer state):
+#  - pipeline stages: `mpirun -np 2` with parallel.pp = 2 puts both stages on the one GPU
+#    (device = local rank modulo the GPUs); GPipe and 1F1B in f32, 1F1B in bf16 (fp32 master
+#    weights in each stage's optimizer);
+#  - data parallelism with parallel.gpu_comm = "mpi" (NCCL would need a GPU per rank): dp 2, and
+#    dp 2 with ZeRO-1 (the optimizer shards on the GPU) in f32 and bf16;
+#  - the trace holds both ranks' spans and the run reports each stage's idle share.
+# Usage: gpu_ranks_test.sh TSUMUGI_BINARY MPIEXEC [DEVICE]
 # DEVICE is cuda (the default: exits 77, skipped, without a GPU) or cpu (the same checks on the
-# CPU: tools/gpu/selftest-open-mpi.sh runs them so through the GPU bundle's own mpirun).
+# CPU, f32 only: tools/gpu/selftest-open-mpi.sh runs them so through the GPU bundle's own mpirun).
 set -euo pipefail
 tsumugi=$1
 mpiexec=$2
@@ -43,6 +47,13 @@ for dtype in "${dtypes[@]}"; do
     grep -q "pipeline: 2 stages" "$work/pp2-$schedule-$dtype.log" || { cat "$work/pp2-$schedule-$dtype.log"; exit 1; }
     same_run "one-$dtype" "pp2-$schedule-$dtype"
     echo "ok   $device $dtype, pp 2 ($schedule) on one device: the losses and bytes of one process"
+  done
+  for zero in 0 1; do
+    [[ $dtype == bf16 && $zero == 0 ]] && continue
+    mpi_train 2 "dp2-zero$zero-$dtype" --set precision.compute=$dtype --set parallel.gpu_comm=mpi \
+      --set parallel.zero=$zero
+    same_run "one-$dtype" "dp2-zero$zero-$dtype"
+    echo "ok   $device $dtype, dp 2$( ((zero)) && echo " with ZeRO-1") on one device: the losses and bytes of one process"
   done
 done
 
