@@ -113,3 +113,29 @@ mpi_train() {
   "$mpiexec" --oversubscribe -np "$np" -x TSUMUGI_INJECT_FAULT "$tsumugi" train "$work/tiny.toml" "${common[@]}" \
     --set checkpoint.dir="$work/$name" "$@" > "$work/$name.log" 2>&1 || { cat "$work/$name.log"; return 1; }
 }
+
+# check_trace FILE: a Chrome trace of a 2-stage run, readable JSON in which both ranks have
+# forward, backward, receive, send and optimizer spans and stage 1 is named.
+check_trace() {
+  python3 - "$1" <<'PY'
+import json, sys
+events = json.load(open(sys.argv[1]))["traceEvents"]
+spans = [e for e in events if e.get("ph") == "X"]
+for rank in (0, 1):
+    cats = {e["cat"] for e in spans if e["pid"] == rank}
+    missing = {"forward", "backward", "recv", "send", "optimizer"} - cats
+    assert not missing, f"rank {rank} lacks {missing}"
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
+names = [e["args"]["name"] for e in events if e.get("name") == "process_name"]
+assert any("stage 1" in n for n in names), names
+print(f"ok   trace: {len(spans)} spans from 2 ranks")
+PY
+}
+
+# skip_without_gpu: exits 77 (CTest's "skipped") unless $tsumugi sees a CUDA device.
+skip_without_gpu() {
+  if ! "$tsumugi" --version | grep -q "cuda: built, [1-9]"; then
+    echo "no CUDA device: skipped"
+    exit 77
+  fi
+}

@@ -5,13 +5,10 @@
 # Exits 77 (skipped) without a GPU. Usage: gpu_train_test.sh TSUMUGI_BINARY
 set -euo pipefail
 tsumugi=$1
-if ! "$tsumugi" --version | grep -q "cuda: built, [1-9]"; then
-  echo "no CUDA device: skipped"
-  exit 77
-fi
+source "$(dirname "$0")/fixture.sh"
+skip_without_gpu
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-source "$(dirname "$0")/fixture.sh"
 make_fixture
 
 train() {  # train NAME [--set ...]

@@ -93,19 +93,7 @@ echo "ok   a dp 2 x pp 2 checkpoint resumed as 1 x 4 and 1 x 1: same losses, byt
 
 # The trace: every rank's spans, readable JSON.
 mpi_train 2 traced --set parallel.pp=2 --set train.steps=4 --trace "$work/trace.json"
-python3 - "$work/trace.json" <<'PY'
-import json, sys
-events = json.load(open(sys.argv[1]))["traceEvents"]
-spans = [e for e in events if e.get("ph") == "X"]
-for rank in (0, 1):
-    cats = {e["cat"] for e in spans if e["pid"] == rank}
-    missing = {"forward", "backward", "recv", "send", "optimizer"} - cats
-    assert not missing, f"rank {rank} lacks {missing}"
-    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
-names = [e["args"]["name"] for e in events if e.get("name") == "process_name"]
-assert any("stage 1" in n for n in names), names
-print(f"ok   trace: {len(spans)} spans from 2 ranks")
-PY
+check_trace "$work/trace.json"
 
 # A stage that throws, or stalls, ends the whole pipeline job quickly, naming the rank.
 args=("${common[@]}" --set parallel.pp=2 --set checkpoint.dir="$work/fault")
