@@ -49,43 +49,15 @@ binary_path() {
   esac
 }
 
-# NVIDIA's libraries come from the GPU machine (its driver and its CUDA wheels), never from here:
-# ours would not match its driver, and the stub libcuda here is not a driver at all.
-is_nvidia() {
-  [[ $1 =~ ^lib(cuda|cudart|cublas|cublasLt|cudnn.*|nccl|nvrtc.*|nvJitLink|nvidia-.*|cufft.*|curand|cusparse.*|cusolver.*|cupti|nvToolsExt|nvtx.*)\.so ]]
-}
-# glibc's own libraries (libc, libm, libpthread, libdl, librt, ld-linux, ...): the GPU machine's
-# glibc must be used with its own loader. Found by the package that owns the file.
-is_glibc() {
-  [[ $1 =~ ^(ld-linux.*|libc|libm|libpthread|libdl|librt|libresolv|libutil|libanl|libmvec)\.so ]] && return 0
-  local owner
-  owner=$( (dpkg -S "$2" || dpkg -S "$(realpath "$2")") 2>/dev/null | head -1 | cut -d: -f1 || true)
-  [[ $owner == libc6 ]]
-}
+source tools/gpu/closure.sh
 
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib"
-declare -A copied=()
 for target in "${targets[@]}"; do
   src=$(binary_path "$target")
   cp "$src" "$bundle/bin/$target"
   strip --strip-unneeded "$bundle/bin/$target"
-  # ldd lists the whole closure (libraries of libraries too), resolved as the loader would.
-  while read -r name arrow path _; do
-    [[ $arrow == "=>" ]] || continue
-    if is_nvidia "$name"; then continue; fi
-    if [[ $path == "not" ]]; then
-      echo "build-bundle: $target needs $name, which is not found here" >&2
-      exit 1
-    fi
-    if is_glibc "$name" "$path"; then continue; fi
-    if [[ -z ${copied[$name]:-} ]]; then
-      cp -L "$path" "$bundle/lib/$name"
-      chmod u+w "$bundle/lib/$name"
-      strip --strip-unneeded "$bundle/lib/$name" 2>/dev/null || true
-      copied[$name]=$path
-    fi
-  done < <(ldd "$src")
+  copy_closure "$src" "$bundle/lib"
 done
 
 # Open MPI's launcher, its components and their libraries: the GPU check's pipeline stage runs

@@ -19,14 +19,13 @@
 set -euo pipefail
 bundle=${1:?usage: bundle-open-mpi.sh BUNDLE_DIR}
 command -v ompi_info >/dev/null || { echo "bundle-open-mpi: Open MPI is not installed here" >&2; exit 1; }
-path_of() { ompi_info --path "$1" --parsable | cut -d: -f3-; }
-pkglibdir=$(path_of pkglibdir)
-pkgdatadir=$(path_of pkgdatadir)
-sysconfdir=$(path_of sysconfdir)
+source "$(dirname "$0")/closure.sh"
+pkglibdir=$(open_mpi_path pkglibdir)
+pkgdatadir=$(open_mpi_path pkgdatadir)
+sysconfdir=$(open_mpi_path sysconfdir)
 orterun=$(readlink -f "$(command -v mpirun)")
-libpmix=$(ldconfig -p | awk '/libpmix\.so\.2 / && !found {print $NF; found = 1}')
-[[ -n $libpmix ]] || { echo "bundle-open-mpi: no libpmix.so.2 here (Open MPI 4 needs PMIx)" >&2; exit 1; }
-pmix_root=$(dirname "$(dirname "$(readlink -f "$libpmix")")")  # .../pmix2 (lib/, share/)
+libpmix=$(libpmix_path) || { echo "bundle-open-mpi: no libpmix.so.2 here (Open MPI 4 needs PMIx)" >&2; exit 1; }
+pmix_root=$(dirname "$(dirname "$libpmix")")  # .../pmix2 (lib/, share/)
 
 out=$bundle/ompi
 rm -rf "$out"
@@ -34,32 +33,13 @@ mkdir -p "$out/bin" "$out/lib/openmpi3" "$out/share" "$out/etc" "$out/pmix/lib" 
 
 # A component needing one of these is for a fabric, not for one node's shared memory.
 fabric='lib(uc[mpst]|psm|psm2|infinipath|psm_infinipath|fabric|efa|ibverbs|rdmacm|mlx[45]|nl-|oshmem)'
-declare -A have=()
-for f in "$bundle"/lib/*; do [[ -e $f ]] && have[$(basename "${f%.xz}")]=1; done
-is_system() {  # glibc and NVIDIA's libraries come from the GPU machine
-  [[ $1 =~ ^(ld-linux.*|libc|libm|libpthread|libdl|librt|libresolv|libutil|libanl|libmvec)\.so ]] ||
-    [[ $1 =~ ^lib(cuda|cudart|nvidia-.*)\.so ]]
-}
 needs_fabric() {  # (all of ldd's output read first: grep -q would cut its pipe, which pipefail sees)
   local libraries
   libraries=$(ldd "$1" 2>/dev/null | awk '{print $1}')
   grep -qE "^$fabric" <<<"$libraries"
 }
-copy_closure() {  # every library FILE loads, into $bundle/lib
-  local name arrow path _
-  while read -r name arrow path _; do
-    [[ $arrow == "=>" && $path == /* ]] || continue
-    is_system "$name" && continue
-    [[ -n ${have[$name]:-} ]] && continue
-    cp -L "$path" "$bundle/lib/$name"
-    chmod u+w "$bundle/lib/$name"
-    strip --strip-unneeded "$bundle/lib/$name" 2>/dev/null || true
-    have[$name]=1
-  done < <(ldd "$1")
-}
-
 cp "$orterun" "$out/bin/orterun"
-copy_closure "$orterun"
+copy_closure "$orterun" "$bundle/lib"
 kept=0 left=0
 for plugin in "$pkglibdir"/*.so; do
   if needs_fabric "$plugin"; then
@@ -67,16 +47,16 @@ for plugin in "$pkglibdir"/*.so; do
     continue
   fi
   cp "$plugin" "$out/lib/openmpi3/"
-  copy_closure "$plugin"
+  copy_closure "$plugin" "$bundle/lib"
   kept=$((kept + 1))
 done
 cp -r "$pkgdatadir" "$out/share/openmpi"
 cp "$sysconfdir/openmpi-mca-params.conf" "$out/etc/" 2>/dev/null || : >"$out/etc/openmpi-mca-params.conf"
 : >"$out/etc/openmpi-default-hostfile"
-copy_closure "$libpmix"
+copy_closure "$libpmix" "$bundle/lib"
 if [[ -d $pmix_root/lib/pmix ]]; then
   cp -r "$pmix_root/lib/pmix" "$out/pmix/lib/pmix"
-  for plugin in "$out"/pmix/lib/pmix/*.so; do copy_closure "$plugin"; done
+  for plugin in "$out"/pmix/lib/pmix/*.so; do copy_closure "$plugin" "$bundle/lib"; done
 fi
 [[ -d $pmix_root/share/pmix ]] && cp -r "$pmix_root/share/pmix" "$out/pmix/share/pmix"
 strip --strip-unneeded "$out/bin/orterun" "$out"/lib/openmpi3/*.so "$out"/pmix/lib/pmix/*.so 2>/dev/null || true

@@ -8,8 +8,9 @@
 # against the CPU), train (tests/train/cli/gpu_train_test.sh: a tiny model's loss curves on cuda
 # against the CPU, exact bf16 resume, eval and generation), ranks
 # (tests/train/cli/gpu_ranks_test.sh through the bundle's own mpirun: two pipeline stages, and
-# two data-parallel ranks with and without ZeRO-1, on the one GPU give one process's bytes), bench (tsumugi, then torch), tsumugi (`tsumugi
-# bench gemm` and `bench train` of GPT-2 124M and Llama 1B in bf16), torch (tools/bench_torch.py,
+# two data-parallel ranks with and without ZeRO-1, on the one GPU give one process's bytes),
+# bench (tsumugi, then torch), tsumugi (`tsumugi bench gemm` and `bench train` of GPT-2 124M and
+# Llama 1B in bf16), torch (tools/bench_torch.py,
 # eager and torch.compile), core (test_core, the CPU tests; not part of all), env (the
 # environment report only; every run starts with it).
 #

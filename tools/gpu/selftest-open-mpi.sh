@@ -27,9 +27,9 @@ if ! strace -o /dev/null true 2>/dev/null; then
 fi
 strace -f -qq -e trace=openat,execve -o "$dir/trace" bash "$test_script" "$dir/tsumugi" "$dir/mpirun" cpu
 
-path_of() { ompi_info --path "$1" --parsable | cut -d: -f3-; }
-libpmix=$(readlink -f "$(ldconfig -p | awk '/libpmix\.so\.2 / && !found {print $NF; found = 1}')")
-system_dirs=("$(path_of pkglibdir)" "$(path_of pkgdatadir)" "$(path_of sysconfdir)" "$(dirname "$(dirname "$libpmix")")")
+source "$here/closure.sh"
+system_dirs=("$(open_mpi_path pkglibdir)" "$(open_mpi_path pkgdatadir)" "$(open_mpi_path sysconfdir)"
+             "$(dirname "$(dirname "$(libpmix_path)")")")
 # Files opened (the call succeeded) and programs started, outside the scratch bundle.
 grep -E '(openat|execve)\(.*\) = [0-9]+$' "$dir/trace" | grep -oE '"/[^"]*"' | tr -d '"' | sort -u |
   grep -v "^$dir/" >"$dir/used" || true

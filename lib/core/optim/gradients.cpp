@@ -64,14 +64,8 @@ std::vector<std::vector<double>> grad_square_pieces(const std::vector<Tensor>& p
     std::vector<size_t> which;  // the parameters that have a gradient, in order
     for (size_t i = 0; i < params.size(); ++i)
       if (params[i].grad().defined()) which.push_back(i);
-    const std::vector<Tensor> grads = device_grads(params);
-    const std::vector<float> partials = cuda::square_partials(grads);
-    auto next = partials.begin();
-    for (size_t k = 0; k < grads.size(); ++k) {
-      const int64_t n = (grads[k].numel() + cuda::kOptimChunk - 1) / cuda::kOptimChunk;
-      pieces[which[k]].assign(next, next + n);
-      next += n;
-    }
+    const std::vector<std::vector<float>> partials = cuda::square_partials(device_grads(params));
+    for (size_t k = 0; k < partials.size(); ++k) pieces[which[k]].assign(partials[k].begin(), partials[k].end());
     return pieces;
   }
 #endif
@@ -109,7 +103,7 @@ double sum_of_squares(const Tensor& x) {
     NoGradGuard no_grad;
     const Tensor g = x.dtype() == DType::f32 || x.dtype() == DType::bf16 || x.dtype() == DType::f16 ? x : x.to(DType::f32);
     double total = 0;
-    for (float s : cuda::square_partials({g.contiguous()})) total += s;
+    for (float s : cuda::square_partials({g.contiguous()}).front()) total += s;
     return total;
   }
 #endif

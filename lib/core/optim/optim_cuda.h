@@ -29,11 +29,11 @@ void sgd_step(const std::vector<OptimSlot>& slots, float lr, float momentum, flo
 
 /// Elements per chunk of the multi-tensor launches: each CUDA block takes one chunk of one tensor.
 inline constexpr int64_t kOptimChunk = 16384;
-/// The fp32 sums of squares of every chunk of kOptimChunk elements of `grads`, in the order of
-/// `grads` (each gradient's ceil(n / kOptimChunk) chunks in a row): one launch per dtype and one
-/// synchronising copy to the host. Each partial depends on its chunk alone, so a gradient's
+/// The fp32 sums of squares of every chunk of kOptimChunk elements of each gradient: one vector
+/// per gradient, ceil(n / kOptimChunk) long, in the order of `grads`; one launch per dtype and
+/// one synchronising copy to the host. Each partial depends on its chunk alone, so a gradient's
 /// partials are the same whichever other gradients are in the call.
-std::vector<float> square_partials(const std::vector<Tensor>& grads);
+std::vector<std::vector<float>> square_partials(const std::vector<Tensor>& grads);
 /// New tensors grads[i] * scale (same shapes and dtypes), one launch per dtype.
 std::vector<Tensor> scaled(const std::vector<Tensor>& grads, float scale);
 /// True when no element of `grads` is Inf or NaN (one synchronising copy).

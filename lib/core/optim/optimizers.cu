@@ -278,7 +278,6 @@ __global__ void __launch_bounds__(kThreads) sum_squares_kernel(const Slot* table
   if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
-
 // Inf and NaN have every exponent bit set.
 __device__ __forceinline__ bool nonfinite(float x) { return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u; }
 
@@ -411,15 +410,14 @@ void sgd_step(const std::vector<OptimSlot>& slots, float lr, float momentum, flo
   });
 }
 
-std::vector<float> square_partials(const std::vector<Tensor>& grads) {
+std::vector<std::vector<float>> square_partials(const std::vector<Tensor>& grads) {
   require_dtypes(grads, "grad_norm");
-  std::vector<int64_t> first(grads.size());  // each gradient's first partial in the result
+  std::vector<std::vector<float>> out(grads.size());
   int64_t chunks = 0;
   for (size_t i = 0; i < grads.size(); ++i) {
-    first[i] = chunks;
-    chunks += (grads[i].numel() + kChunk - 1) / kChunk;
+    out[i].resize(static_cast<size_t>((grads[i].numel() + kChunk - 1) / kChunk));
+    chunks += static_cast<int64_t>(out[i].size());
   }
-  std::vector<float> out(static_cast<size_t>(chunks));
   if (chunks == 0) return out;
   const Device device = grads.front().device();
   cudaStream_t stream = stream_of(grads.front());
@@ -435,15 +433,13 @@ std::vector<float> square_partials(const std::vector<Tensor>& grads) {
     offset += table.chunks;
   });
   const Tensor host = partials.to(Device::cpu());
-  const float* launched = host.data<float>();
-  // Back to the order of `grads`.
-  offset = 0;
+  const float* next = host.data<float>();
+  // Back to the order of `grads`, in the order the launches went.
   for (DType gd : kDtypes)
     for (size_t i = 0; i < grads.size(); ++i) {
       if (grads[i].dtype() != gd) continue;
-      const int64_t n = (grads[i].numel() + kChunk - 1) / kChunk;
-      std::copy(launched + offset, launched + offset + n, out.begin() + first[i]);
-      offset += n;
+      std::copy(next, next + out[i].size(), out[i].begin());
+      next += out[i].size();
     }
   return out;
 }
