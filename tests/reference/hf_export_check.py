@@ -74,19 +74,27 @@ def main():
     w = {k: v.astype(np.float64) for k, v in weights.items()}
     ids = [int(x) for x in prompt.split(",")]
     expected = [int(x) for x in generated.split(",")]
-    matched = 0
+    # Every generated token is checked. Where the reference's two best logits are within 1e-3
+    # (a near tie, which float32 may rightly break the other way), tsumugi's token must be one of
+    # the two, and decoding goes on from it.
+    matched = ties = 0
     for token in expected:
         logits = forward(w, config, np.array([ids]))[0, -1]
-        top2 = np.sort(logits)[-2:]
-        if top2[1] - top2[0] < 1e-3:
-            break  # a near tie: float32 may rightly pick the other one
-        if int(np.argmax(logits)) != token:
-            sys.exit(f"token {matched}: reference picks {int(np.argmax(logits))}, tsumugi picked {token}")
+        second, best = np.argsort(logits)[-2:]
+        if logits[best] - logits[second] < 1e-3:
+            if token not in (int(best), int(second)):
+                sys.exit(f"token {matched + ties}: reference has a near tie of {int(best)} and {int(second)}, "
+                         f"tsumugi picked {token}")
+            ties += 1
+        elif int(best) != token:
+            sys.exit(f"token {matched + ties}: reference picks {int(best)}, tsumugi picked {token}")
+        else:
+            matched += 1
         ids.append(token)
-        matched += 1
-    if matched < min(8, len(expected)):
-        sys.exit(f"only {matched} tokens compared before a near tie")
-    print(f"{hf['model_type']}: {len(want)} tensors as transformers expects; {matched} greedy tokens identical")
+    if matched < len(expected) // 2:
+        sys.exit(f"only {matched} of {len(expected)} tokens were clear choices ({ties} near ties)")
+    print(f"{hf['model_type']}: {len(want)} tensors as transformers expects; {matched} greedy tokens identical"
+          f"{f', {ties} near tie(s) within the top two' if ties else ''}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 export OMP_WAIT_POLICY=passive
 
 make_fixture() {
+  # The same corpus every time: RANDOM is seeded here and only read in this shell (bash 5.1
+  # reseeds it in every subshell, so a $(...) that reads it gives a different corpus each run).
   RANDOM=7
   local words=(東京 大阪 天気 晴れ 雨 ファイル 設定 を 変更 する します の は が で データ 学習 モデル 日本語 文章 model data run token "、" "。" " ")
-  for d in $(seq 1 1200); do
-    local line=""
-    for w in $(seq 1 $((8 + RANDOM % 40))); do line+=${words[$((RANDOM % ${#words[@]}))]}; done
+  local d w n line
+  for ((d = 1; d <= 1200; d++)); do
+    line=""
+    n=$((8 + RANDOM % 40))
+    for ((w = 0; w < n; w++)); do line+=${words[$((RANDOM % ${#words[@]}))]}; done
     printf '{"text": "%s%d。"}\n' "$line" "$d"
   done > "$work/corpus.jsonl"
   "$tsumugi" tokenizer train "$work/corpus.jsonl" --out "$work/tok" --vocab-size 500 --no-seed --threads 1 > /dev/null
