@@ -25,11 +25,19 @@ Each configuration prints a line `RESULT {json}`; a failed one prints `RESULT {"
 the script goes on with the next. Standard library + torch only.
 
   python3 tools/bench_torch.py --models gpt2-124m,llama-1b --modes eager,compile
+
+On a CPU (`--device cpu`, fp32, `--threads N`) the same script is the reference for
+`tsumugi bench train --device cpu` (tools/bench_cpu_vs_torch.sh). It also runs on PyTorch 1.13
+(Debian 12's python3-torch), which has neither F.scaled_dot_product_attention, nn.RMSNorm nor
+torch.compile: attention is then the explicit masked softmax(q k^T / sqrt(hd)) v that models
+of that version were written with, RMSNorm the Hugging Face formula, and `compile` reports an
+error.
 """
 import argparse
 import gc
 import json
 import math
+import resource
 import statistics
 import sys
 import time
@@ -48,10 +56,44 @@ PRESETS = {
                       batch=32),
     "llama-1b": dict(arch="llama", layers=16, heads=32, kv_heads=8, dim=2048, ffn=8192, vocab=32768, seq=2048,
                      batch=8),
+    # tsumugi bench train's defaults (`--arch gpt2`, and `--arch llama --kv-heads 2`): CPU comparisons.
+    "gpt2-small": dict(arch="gpt2", layers=4, heads=4, kv_heads=4, dim=256, ffn=1024, vocab=8192, seq=256, batch=8),
+    "llama-small": dict(arch="llama", layers=4, heads=4, kv_heads=2, dim=256, ffn=768, vocab=8192, seq=256, batch=8),
     # A few seconds on a CPU: checks this script, not a benchmark.
     "tiny": dict(arch="llama", layers=2, heads=4, kv_heads=2, dim=64, ffn=160, vocab=512, seq=64, batch=2),
     "tiny-gpt2": dict(arch="gpt2", layers=2, heads=4, kv_heads=4, dim=64, ffn=256, vocab=512, seq=64, batch=2),
 }
+
+
+def causal_attention(q, k, v):
+    """(B, H, T, hd) queries, (B, Hkv, T, hd) keys and values -> (B, H, T, hd), causal."""
+    grouped = k.shape[1] != q.shape[1]
+    if hasattr(F, "scaled_dot_product_attention"):
+        if grouped:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if grouped:  # PyTorch 1.x: each key/value head serves H / Hkv query heads
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    T = q.shape[2]
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ v
+
+
+class RMSNormFallback(nn.Module):
+    """nn.RMSNorm for PyTorch before 2.4: x / sqrt(mean(x^2) + eps) * weight."""
+
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+RMSNorm = getattr(nn, "RMSNorm", RMSNormFallback)
 
 
 class GPT2Block(nn.Module):
@@ -71,7 +113,7 @@ class GPT2Block(nn.Module):
         hd = D // self.heads
         q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
         q, k, v = (t.view(B, T, self.heads, hd).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = causal_attention(q, k, v)
         x = x + self.attn_proj(y.transpose(1, 2).reshape(B, T, D))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
@@ -102,12 +144,12 @@ class LlamaBlock(nn.Module):
         super().__init__()
         d, hd = c["dim"], c["dim"] // c["heads"]
         self.heads, self.kv_heads = c["heads"], c["kv_heads"]
-        self.input_layernorm = nn.RMSNorm(d, eps=1e-5)
+        self.input_layernorm = RMSNorm(d, eps=1e-5)
         self.q_proj = nn.Linear(d, c["heads"] * hd, bias=False)
         self.k_proj = nn.Linear(d, c["kv_heads"] * hd, bias=False)
         self.v_proj = nn.Linear(d, c["kv_heads"] * hd, bias=False)
         self.o_proj = nn.Linear(c["heads"] * hd, d, bias=False)
-        self.post_attention_layernorm = nn.RMSNorm(d, eps=1e-5)
+        self.post_attention_layernorm = RMSNorm(d, eps=1e-5)
         self.gate_proj = nn.Linear(d, c["ffn"], bias=False)
         self.up_proj = nn.Linear(d, c["ffn"], bias=False)
         self.down_proj = nn.Linear(c["ffn"], d, bias=False)
@@ -122,7 +164,7 @@ class LlamaBlock(nn.Module):
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        y = causal_attention(q, k, v)
         x = x + self.o_proj(y.transpose(1, 2).reshape(B, T, D))
         h = self.post_attention_layernorm(x)
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
@@ -133,7 +175,7 @@ class Llama(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(c["vocab"], c["dim"])
         self.layers = nn.ModuleList(LlamaBlock(c) for _ in range(c["layers"]))
-        self.norm = nn.RMSNorm(c["dim"], eps=1e-5)
+        self.norm = RMSNorm(c["dim"], eps=1e-5)
         hd = c["dim"] // c["heads"]
         inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
         angles = torch.outer(torch.arange(c["seq"], dtype=torch.float32), inv_freq)
@@ -190,19 +232,26 @@ def measure_gemm_tflops(device, n):
 
 
 def run_config(name, c, mode, args, device, gemm_tflops):
-    torch._dynamo.reset()
+    if hasattr(torch, "_dynamo"):
+        torch._dynamo.reset()
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
-    with torch.device(device):
-        model = GPT2(c) if c["arch"] == "gpt2" else Llama(c)
+    if int(torch.__version__.split(".")[0]) >= 2:  # a device is a context manager: build on it
+        with torch.device(device):
+            model = GPT2(c) if c["arch"] == "gpt2" else Llama(c)
+    else:
+        model = (GPT2(c) if c["arch"] == "gpt2" else Llama(c)).to(device)
     init_weights(model, c["layers"])
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
+    fused = {"fused": True} if device.type == "cuda" else {}  # PyTorch 1.x's AdamW has no `fused`
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=1e-4, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
+                                  lr=1e-4, betas=(0.9, 0.95), eps=1e-8, **fused)
+    if mode == "compile" and not hasattr(torch, "compile"):
+        raise RuntimeError(f"torch {torch.__version__} has no torch.compile (PyTorch 2.0 or newer)")
     step_model = torch.compile(model) if mode == "compile" else model
     generator = torch.Generator().manual_seed(7)
     tokens = torch.randint(0, c["vocab"], (c["batch"], c["seq"] + 1), generator=generator).to(device)
@@ -234,13 +283,15 @@ def run_config(name, c, mode, args, device, gemm_tflops):
     tokens_per_s = c["batch"] * c["seq"] / step_s
     model_tflops = flops_per_token * tokens_per_s / 1e12
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+    # On the CPU, the process's peak resident memory (what tsumugi bench train reports there).
+    rss = {} if device.type == "cuda" else {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     return {"bench": "train", "impl": f"torch-{mode}", "preset": name, "device": str(device),
             "dtype": "bf16-autocast" if device.type == "cuda" else "f32",
             "batch": c["batch"], "seq": c["seq"], "params": n_params, "step_ms": round(step_s * 1e3, 2),
-            "tokens_per_s": round(tokens_per_s, 1), "model_tflops": round(model_tflops, 2),
-            "gemm_tflops": round(gemm_tflops, 2), "mfu": round(model_tflops / gemm_tflops, 4),
+            "tokens_per_s": round(tokens_per_s, 1), "model_tflops": round(model_tflops, 4),
+            "gemm_tflops": round(gemm_tflops, 4), "mfu": round(model_tflops / gemm_tflops, 4),
             "peak_mem_gib": round(peak, 2), "warmup_s": round(warmup_s, 1), "first_loss": round(losses[0], 4),
-            "last_loss": round(losses[-1], 4), "torch": torch.__version__}
+            "last_loss": round(losses[-1], 4), "torch": torch.__version__, **rss}
 
 
 def main():
@@ -252,9 +303,15 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (to check the script only)")
-    parser.add_argument("--gemm-size", type=int, default=8192, help="n of the n^3 product MFU is taken against")
+    parser.add_argument("--gemm-size", type=int, default=0,
+                        help="n of the n^3 product MFU is taken against (0: 8192 on a GPU, 2048 on the CPU, as tsumugi)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0: PyTorch's default)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.gemm_size == 0:
+        args.gemm_size = 8192 if device.type == "cuda" else 2048
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"bench_torch: --device {args.device}: torch {torch.__version__} sees no CUDA device", file=sys.stderr)
         return 2
@@ -268,6 +325,8 @@ def main():
             parser.error(f"unknown mode {m!r} (eager or compile)")
     if device.type == "cuda":
         print(f"bench_torch: torch {torch.__version__}, {torch.cuda.get_device_name(device)}", flush=True)
+    else:
+        print(f"bench_torch: torch {torch.__version__}, cpu, {torch.get_num_threads()} threads", flush=True)
     gemm_tflops = measure_gemm_tflops(device, args.gemm_size)
     print("RESULT " + json.dumps({"bench": "gemm", "impl": "torch", "device": str(device), "n": args.gemm_size,
                                   "tflops": round(gemm_tflops, 2)}), flush=True)

@@ -154,16 +154,16 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
     InFlight& slot = live[static_cast<size_t>(m)];
     if (action.kind == PipelineAction::forward) {
       Tensor x;
+      double start = 0;  // the forward span: the embedding's lookup on the first stage, then the blocks
       if (is_first()) {
-        const double start = steady_microseconds();
+        start = steady_microseconds();
         x = model_.embed(inputs.narrow(0, m * micro_batch, micro_batch));
-        stats_.compute_seconds += (steady_microseconds() - start) / 1e6;
       } else {
         x = take(forward_order, next_activation, static_cast<int>(stage_ - 1), kActivationTag);
         x.set_requires_grad(true);
         slot.input = x;
+        start = steady_microseconds();
       }
-      const double start = steady_microseconds();
       Tensor y = model_.blocks(x, begin_, end_);
       if (is_last()) {
         const Tensor logits = model_.head(y);
@@ -218,6 +218,11 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
   stats_.step_seconds = (step_end - step_start) / 1e6;
   Tensor loss = from_data<double>({loss_sum});
   group_->broadcast(loss, static_cast<int>(stages_ - 1));
+  // The stages start a step together (it follows the optimizer's collectives), so the longest
+  // stage's step is the pipeline's.
+  Tensor makespan = from_data<double>({stats_.step_seconds});
+  group_->all_reduce(makespan, ReduceOp::max);
+  stats_.makespan_seconds = makespan.item<double>();
   return loss.item<double>();
 }
 

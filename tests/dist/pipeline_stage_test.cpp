@@ -162,6 +162,17 @@ void check_mesh(const Case& c, int pp) {
                                                                     : std::min<int64_t>(pp, local_micro_batches);
     EXPECT_EQ(stage.last_step().peak_micro_batches, bound);
   }
+  // Idle shares are of the pipeline's step, which every stage agrees on: its longest stage's.
+  const PipelineStepStats& s = stage.last_step();
+  Tensor spans = from_data<double>({s.makespan_seconds, -s.makespan_seconds});
+  pipeline->all_reduce(spans, ReduceOp::max);
+  EXPECT_EQ(spans.data<double>()[0], -spans.data<double>()[1]) << "the stages disagree on the pipeline's step";
+  Tensor longest = from_data<double>({s.step_seconds});
+  pipeline->all_reduce(longest, ReduceOp::max);
+  EXPECT_EQ(s.makespan_seconds, longest.item<double>());
+  EXPECT_GT(s.compute_seconds, 0.0);
+  EXPECT_GT(s.idle_fraction(), 0.0);  // every stage of a pipeline waits at the start or the end
+  EXPECT_LT(s.idle_fraction(), 1.0);
 }
 
 }  // namespace

@@ -45,12 +45,15 @@ struct PipelineOptions {
 
 /// What one step cost this stage.
 struct PipelineStepStats {
-  double step_seconds = 0;     ///< from the first action to the last send completing
-  double compute_seconds = 0;  ///< forward and backward passes
-  double wait_seconds = 0;     ///< blocked on receives and sends
+  double step_seconds = 0;      ///< from the first action to the last send completing
+  double makespan_seconds = 0;  ///< the pipeline's step: the longest step_seconds of its stages
+  double compute_seconds = 0;   ///< forward and backward passes
+  double wait_seconds = 0;      ///< blocked on receives and sends
   int64_t peak_micro_batches = 0;  ///< most micro-batches whose activations were held at once
-  /// The stage's idle share of the step: 1 - compute / step.
-  double idle_fraction() const { return step_seconds > 0 ? 1.0 - compute_seconds / step_seconds : 0.0; }
+  /// The stage's idle share of the pipeline's step: 1 - compute / makespan. A stage that is done
+  /// early (the last stage, while the first runs its last backward pass) idles until the step
+  /// ends; (P - 1) / (M + P - 1) counts that time too.
+  double idle_fraction() const { return makespan_seconds > 0 ? 1.0 - compute_seconds / makespan_seconds : 0.0; }
 };
 
 /// Cuts a model's layers into `stages` groups balanced by training FLOPs, counting the head's

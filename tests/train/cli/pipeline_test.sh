@@ -92,8 +92,15 @@ done
 echo "ok   a dp 2 x pp 2 checkpoint resumed as 1 x 4 and 1 x 1: same losses, byte-identical weights and state"
 
 # The trace: every rank's spans, readable JSON.
-mpi_train 2 traced --set parallel.pp=2 --set train.steps=4 --trace "$work/trace.json"
+mpi_train 2 traced --set parallel.pp=2 --set train.steps=4 --trace "$work/trace.json" --set log.trace_steps=4
 check_trace "$work/trace.json"
+# tools/trace_bubble.py replays the traced schedule: for each stage a measured, a replayed and a
+# steady idle share, all between 0 and 100%; the ideal for 2 stages of 4 micro-batches is 20%.
+python3 "$(dirname "$0")/../../../tools/trace_bubble.py" "$work/trace.json" > "$work/bubble.txt" ||
+  { cat "$work/bubble.txt"; exit 1; }
+awk '$1 ~ /^[01]$/ { for (i = 2; i <= 4; ++i) { v = $i + 0; if (v <= 0 || v >= 100) bad = 1 } if ($5 != "20.0%") bad = 1; n++ }
+     END { exit (n == 2 && !bad) ? 0 : 1 }' "$work/bubble.txt" || { echo "FAIL: trace_bubble.py"; cat "$work/bubble.txt"; exit 1; }
+echo "ok   trace_bubble.py: $(grep -c '%' "$work/bubble.txt") stages"
 
 # A stage that throws, or stalls, ends the whole pipeline job quickly, naming the rank.
 args=("${common[@]}" --set parallel.pp=2 --set checkpoint.dir="$work/fault")
