@@ -205,6 +205,29 @@ class NcclGroup : public ProcessGroup, public std::enable_shared_from_this<NcclG
     complete("recv", sequence);
   }
 
+  void send_recv(const std::vector<PeerOp>& ops) override {
+    for (const PeerOp& op : ops) {
+      check_tensor(op.tensor, "send_recv");
+      check_peer(op.peer, "send_recv");
+      TSU_CHECK(op.peer != rank_, ValueError, "[send_recv] rank {} cannot send to or receive from itself over NCCL",
+                rank_);
+    }
+    if (ops.empty()) return;
+    const uint64_t sequence = begin("send_recv");
+    // One group: NCCL starts every send and receive together, so none waits behind another.
+    // The group is always closed, also after a failed call inside it.
+    ncclResult_t result = ncclGroupStart();
+    for (const PeerOp& op : ops) {
+      if (result != ncclSuccess) break;
+      result = op.kind == PeerOp::send
+                   ? ncclSend(op.tensor.data_ptr(), op.tensor.nbytes(), ncclUint8, op.peer, comm_, stream())
+                   : ncclRecv(op.tensor.data_ptr(), op.tensor.nbytes(), ncclUint8, op.peer, comm_, stream());
+    }
+    const ncclResult_t ended = ncclGroupEnd();
+    check_nccl(result != ncclSuccess ? result : ended, "send_recv", rank_, comm_);
+    complete("send_recv", sequence);
+  }
+
   void barrier() override {
     // NCCL has no barrier: an all-reduce of one element that every rank waits for.
     const uint64_t sequence = begin("barrier");

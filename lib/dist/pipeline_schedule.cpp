@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <set>
+#include <tuple>
 #include <numeric>
 
 #include "core/check.h"
@@ -36,6 +39,64 @@ std::vector<PipelineAction> pipeline_schedule(PipelineScheduleKind kind, int64_t
   }
   for (; next_backward < micro_batches; ++next_backward) actions.push_back({PipelineAction::backward, next_backward});
   return actions;
+}
+
+std::vector<std::vector<PipelineMessage>> pipeline_exchanges(PipelineScheduleKind kind, int64_t stages,
+                                                             int64_t stage, int64_t micro_batches,
+                                                             bool tied_per_micro_batch) {
+  const std::vector<PipelineAction> actions = pipeline_schedule(kind, stages, stage, micro_batches);
+  const bool first = stage == 0, last = stage + 1 == stages;
+  auto needs = [&](const PipelineAction& a, std::vector<PipelineMessage>& batch) {
+    if (a.kind == PipelineAction::forward && !first)
+      batch.push_back({PipelineMessage::activation, a.micro_batch, stage - 1, false});
+    if (a.kind == PipelineAction::backward && !last)
+      batch.push_back({PipelineMessage::gradient, a.micro_batch, stage + 1, false});
+  };
+  std::vector<std::vector<PipelineMessage>> batches(actions.size() + 1);
+  needs(actions.front(), batches[0]);
+  for (size_t i = 0; i < actions.size(); ++i) {
+    const PipelineAction& a = actions[i];
+    std::vector<PipelineMessage>& batch = batches[i + 1];
+    if (a.kind == PipelineAction::forward && !last)
+      batch.push_back({PipelineMessage::activation, a.micro_batch, stage + 1, true});
+    if (a.kind == PipelineAction::backward && !first)
+      batch.push_back({PipelineMessage::gradient, a.micro_batch, stage - 1, true});
+    if (a.kind == PipelineAction::backward && tied_per_micro_batch && stages > 1 && (first || last))
+      batch.push_back({PipelineMessage::tied, a.micro_batch, first ? stages - 1 : 0, last});
+    if (i + 1 < actions.size()) needs(actions[i + 1], batch);
+  }
+  return batches;
+}
+
+bool pipeline_exchanges_complete(const std::vector<std::vector<std::vector<PipelineMessage>>>& plans) {
+  const auto stages = static_cast<int64_t>(plans.size());
+  // A message is the same on both sides: (sender, receiver, kind, micro-batch).
+  auto key = [](int64_t stage, const PipelineMessage& m) {
+    const int64_t from = m.send ? stage : m.peer, to = m.send ? m.peer : stage;
+    return std::tuple(from, to, static_cast<int>(m.kind), m.micro_batch);
+  };
+  using Key = std::tuple<int64_t, int64_t, int, int64_t>;
+  std::vector<size_t> at(static_cast<size_t>(stages), 0);  // each stage's current batch
+  std::set<Key> met;  // messages whose two halves were posted at the same time: delivered
+  for (bool progress = true; progress;) {
+    progress = false;
+    std::map<Key, int> posted;  // halves in the stages' current batches
+    for (int64_t s = 0; s < stages; ++s)
+      if (at[s] < plans[s].size())
+        for (const PipelineMessage& m : plans[s][at[s]])
+          if (++posted[key(s, m)] == 2) met.insert(key(s, m));
+    for (int64_t s = 0; s < stages; ++s) {
+      if (at[s] >= plans[s].size()) continue;
+      const std::vector<PipelineMessage>& batch = plans[s][at[s]];
+      if (std::all_of(batch.begin(), batch.end(), [&](const PipelineMessage& m) { return met.count(key(s, m)) > 0; })) {
+        ++at[s];
+        progress = true;
+      }
+    }
+  }
+  for (int64_t s = 0; s < stages; ++s)
+    if (at[s] < plans[s].size()) return false;
+  return true;
 }
 
 int64_t peak_activations(const std::vector<PipelineAction>& actions) {

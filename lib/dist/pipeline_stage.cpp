@@ -15,6 +15,8 @@
 #include <chrono>
 #include <deque>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <set>
 
 #include "core/check.h"
@@ -116,8 +118,20 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
     Tensor output;  // the blocks' output, or the loss on the last stage
   };
   std::vector<InFlight> live(static_cast<size_t>(micro_batches));
-  std::vector<std::shared_ptr<Work>> sends;
-  // Receives are posted one ahead of their use, so that a message can land during compute.
+  stats_ = {};
+  auto waited = [&](double start) {
+    const double end = steady_microseconds();
+    stats_.wait_seconds += (end - start) / 1e6;
+    add_span("recv", "recv", start, end);
+  };
+
+  // Two transports. Asynchronous (MPI, host memory): receives are posted one ahead of their use,
+  // so that a message can land during compute, and sends return at once. Grouped (NCCL, where
+  // an operation blocks until its peer's is posted): after each action one send_recv batch holds
+  // that action's sends and the receives of the next (pipeline_exchanges, whose batches are
+  // checked to complete for every schedule).
+  const bool grouped = options_.grouped_transport;
+  std::vector<std::shared_ptr<Work>> sends;  // asynchronous
   std::deque<int64_t> forward_order, backward_order;
   for (const PipelineAction& a : plan) (a.kind == PipelineAction::forward ? forward_order : backward_order).push_back(a.micro_batch);
   struct Posted {
@@ -131,25 +145,70 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
     Tensor buffer = empty(activation_shape, activation_options);
     slot = Posted{buffer, group_->recv_async(buffer, peer, tag)};
   };
-  auto take = [&](std::deque<int64_t>& order, std::optional<Posted>& slot, int peer, int tag) {
+  const std::vector<std::vector<PipelineMessage>> exchanges =
+      grouped ? pipeline_exchanges(options_.schedule, stages_, stage_, micro_batches,
+                                   options_.per_micro_batch_tied_sum && !tied_name_.empty())
+              : std::vector<std::vector<PipelineMessage>>{};
+  std::map<std::pair<int, int64_t>, Tensor> arrived, outgoing;  // grouped: by (message kind, micro-batch)
+  Shape tied_shape;  // the tied embedding's gradient, which the last stage sends to the first
+  for (const auto& [name, p] : params_)
+    if (name == tied_name_) tied_shape = p.shape();
+  // Grouped: runs batch i of the exchanges, taking what is sent from `outgoing`.
+  auto exchange = [&](size_t i) {
+    if (exchanges[i].empty()) return;
+    std::vector<PeerOp> ops;
+    for (const PipelineMessage& m : exchanges[i]) {
+      const std::pair<int, int64_t> key{m.kind, m.micro_batch};
+      const int tag = m.kind == PipelineMessage::activation ? kActivationTag
+                      : m.kind == PipelineMessage::gradient ? kGradientTag
+                                                            : kTiedTag;
+      Tensor t;
+      if (m.send) {
+        t = outgoing.at(key);
+        outgoing.erase(key);
+      } else {
+        t = arrived[key] = empty(m.kind == PipelineMessage::tied ? tied_shape : activation_shape, activation_options);
+      }
+      ops.push_back({m.send ? PeerOp::send : PeerOp::recv, t, static_cast<int>(m.peer), tag});
+    }
+    const double start = steady_microseconds();
+    group_->send_recv(ops);
+    waited(start);
+  };
+  // What the next pass takes from the previous (forward) or next (backward) stage.
+  auto receive = [&](PipelineMessage::Kind kind, int64_t m) {
+    if (grouped) {
+      Tensor t = arrived.at({kind, m});
+      arrived.erase({kind, m});
+      return t;
+    }
+    const bool forward = kind == PipelineMessage::activation;
+    std::optional<Posted>& slot = forward ? next_activation : next_gradient;
     const double start = steady_microseconds();
     slot->work->wait();
     Tensor received = slot->buffer;
     slot.reset();
-    post(order, slot, peer, tag);
-    const double end = steady_microseconds();
-    stats_.wait_seconds += (end - start) / 1e6;
-    add_span("recv", "recv", start, end);
+    const int peer = static_cast<int>(forward ? stage_ - 1 : stage_ + 1);
+    post(forward ? forward_order : backward_order, slot, peer, forward ? kActivationTag : kGradientTag);
+    waited(start);
     return received;
   };
-  if (!is_first()) post(forward_order, next_activation, static_cast<int>(stage_ - 1), kActivationTag);
-  if (!is_last()) post(backward_order, next_gradient, static_cast<int>(stage_ + 1), kGradientTag);
+  auto send = [&](PipelineMessage::Kind kind, int64_t m, Tensor t, int peer, int tag) {
+    if (grouped) outgoing[{kind, m}] = std::move(t);
+    else sends.push_back(group_->send_async(std::move(t), peer, tag));
+  };
+  if (grouped) {
+    exchange(0);
+  } else {
+    if (!is_first()) post(forward_order, next_activation, static_cast<int>(stage_ - 1), kActivationTag);
+    if (!is_last()) post(backward_order, next_gradient, static_cast<int>(stage_ + 1), kGradientTag);
+  }
 
-  stats_ = {};
   const double step_start = steady_microseconds();
   double loss_sum = 0;
   int64_t alive = 0, backwards_left = micro_batches;
-  for (const PipelineAction& action : plan) {
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const PipelineAction& action = plan[i];
     const int64_t m = action.micro_batch;
     InFlight& slot = live[static_cast<size_t>(m)];
     if (action.kind == PipelineAction::forward) {
@@ -159,7 +218,7 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
         start = steady_microseconds();
         x = model_.embed(inputs.narrow(0, m * micro_batch, micro_batch));
       } else {
-        x = take(forward_order, next_activation, static_cast<int>(stage_ - 1), kActivationTag);
+        x = receive(PipelineMessage::activation, m);
         x.set_requires_grad(true);
         slot.input = x;
         start = steady_microseconds();
@@ -176,34 +235,45 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
       const double end = steady_microseconds();
       stats_.compute_seconds += (end - start) / 1e6;
       add_span("F" + std::to_string(m), "forward", start, end);
-      if (!is_last()) sends.push_back(group_->send_async(slot.output.detach(), static_cast<int>(stage_ + 1), kActivationTag));
+      if (!is_last())
+        send(PipelineMessage::activation, m, slot.output.detach(), static_cast<int>(stage_ + 1), kActivationTag);
       stats_.peak_micro_batches = std::max(stats_.peak_micro_batches, ++alive);
+      if (grouped) exchange(i + 1);
       continue;
     }
     const bool last_backward = --backwards_left == 0;
     if (before_backward) before_backward(m, last_backward);
     Tensor gradient;
-    if (!is_last()) gradient = take(backward_order, next_gradient, static_cast<int>(stage_ + 1), kGradientTag);
+    if (!is_last()) gradient = receive(PipelineMessage::gradient, m);
     const double start = steady_microseconds();
     if (is_last()) (loss_weight == 1.0 ? slot.output : slot.output * loss_weight).backward();
     else slot.output.backward(gradient);
     const double end = steady_microseconds();
     stats_.compute_seconds += (end - start) / 1e6;
     add_span("B" + std::to_string(m), "backward", start, end);
-    if (!is_first()) sends.push_back(group_->send_async(slot.input.grad().contiguous(), static_cast<int>(stage_ - 1), kGradientTag));
+    if (!is_first())
+      send(PipelineMessage::gradient, m, slot.input.grad().contiguous(), static_cast<int>(stage_ - 1), kGradientTag);
     if (options_.per_micro_batch_tied_sum && !tied_name_.empty()) {
       // The leaf of micro-batch m is e_m + h_m on the first stage; the last stage's copy is
       // filled in by finish_tied_gradients.
       for (const auto& [name, p] : params_) {
         if (name != tied_name_) continue;
         if (is_last()) {
-          sends.push_back(group_->send_async(p.grad().contiguous(), 0, kTiedTag));
+          send(PipelineMessage::tied, m, p.grad().contiguous(), 0, kTiedTag);
           p.zero_grad();
-        } else {
+        } else if (!grouped) {
           Tensor h = empty(p.shape(), {.dtype = p.dtype(), .device = p.device()});
           group_->recv(h, static_cast<int>(stages_ - 1), kTiedTag);
           p.set_grad(add(p.grad(), h));
         }
+      }
+    }
+    if (grouped) {
+      exchange(i + 1);
+      if (const auto it = arrived.find({PipelineMessage::tied, m}); it != arrived.end()) {
+        for (const auto& [name, p] : params_)
+          if (name == tied_name_) p.set_grad(add(p.grad(), it->second));
+        arrived.erase(it);
       }
     }
     if (after_backward) after_backward(m, last_backward);

@@ -84,6 +84,14 @@ class DeviceAwareGroup : public ProcessGroup {
   std::shared_ptr<Work> recv_async(Tensor t, int src, int tag) override {
     return of(t).recv_async(std::move(t), src, tag);
   }
+  void send_recv(const std::vector<PeerOp>& ops) override {
+    if (ops.empty()) return;
+    for (const PeerOp& op : ops)
+      TSU_CHECK(op.tensor.device().is_cpu() == ops.front().tensor.device().is_cpu(), ValueError,
+                "[send_recv] a batch holds tensors on {} and on {}; send CPU and device tensors in separate batches",
+                ops.front().tensor.device().str(), op.tensor.device().str());
+    of(ops.front().tensor).send_recv(ops);
+  }
 
  private:
   ProcessGroup& of(const Tensor& t) const {
@@ -200,6 +208,14 @@ std::shared_ptr<Work> ProcessGroup::send_async(Tensor, int, int) {
 
 std::shared_ptr<Work> ProcessGroup::recv_async(Tensor, int, int) {
   TSU_FAIL(NotImplementedError, "[recv_async] the {} backend has no non-blocking receive", backend());
+}
+
+void ProcessGroup::send_recv(const std::vector<PeerOp>& ops) {
+  std::vector<std::shared_ptr<Work>> works;
+  works.reserve(ops.size());
+  for (const PeerOp& op : ops)
+    works.push_back(op.kind == PeerOp::send ? send_async(op.tensor, op.peer, op.tag) : recv_async(op.tensor, op.peer, op.tag));
+  for (const auto& work : works) work->wait();
 }
 
 std::shared_ptr<ProcessGroup> local_group() { return std::make_shared<LocalGroup>(); }

@@ -133,8 +133,9 @@ std::shared_ptr<ProcessGroup> with_nccl(std::shared_ptr<ProcessGroup> mpi, const
   return device_aware_group(mpi, nccl_group(mpi, Device::cuda(where.local_rank)));
 }
 
+// `pp_over_nccl`: the pipeline group moves device tensors over NCCL (grouped transport).
 Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<ProcessGroup>& group,
-              const std::shared_ptr<ProcessGroup>& pp_group) {
+              const std::shared_ptr<ProcessGroup>& pp_group, bool pp_over_nccl) {
   const bool leader = group->rank() == 0 && pp_group->rank() == 0;
   const Device device = recipe.device.type == "cuda" ? Device::cuda(process_info().local_rank % std::max(1, cuda_device_count()))
                                                      : Device::cpu();
@@ -161,7 +162,8 @@ Run build_run(const TrainConfig& recipe, bool resume, const std::shared_ptr<Proc
         *run.model, pp_group,
         PipelineOptions{.schedule = parse_pipeline_schedule(c.parallel.schedule),
                         .stage_starts = stage_starts(c),
-                        .per_micro_batch_tied_sum = c.parallel.deterministic});
+                        .per_micro_batch_tied_sum = c.parallel.deterministic,
+                        .grouped_transport = pp_over_nccl});
   }
   run.model->dropout_generator() = Generator(c.train.seed ^ 0x64726f70ull);  // "drop"
   // Weights are initialised (or loaded) in fp32 on the CPU, then moved: the same seed gives the
@@ -268,14 +270,18 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
     pp_group = world_group->split(world_group->rank() / pp, world_group->rank() % pp);
     group = world_group->split(world_group->rank() % pp, world_group->rank() / pp);
   }
+  bool pp_over_nccl = false;
   if (recipe.device.type == "cuda" && cuda_built() && world > 1) {
     // Device tensors: gradients over NCCL between the data-parallel ranks (one GPU each), or with
-    // parallel.gpu_comm = "mpi" through host memory; a pipeline's activations, and the rest,
-    // through host memory over MPI.
+    // parallel.gpu_comm = "mpi" through host memory. A pipeline's activations and gradients go
+    // over NCCL too when every rank has a GPU of its own, else (stages sharing a GPU, or
+    // gpu_comm = "mpi") through host memory over MPI; the rest through host memory.
     const bool nccl = parallel.gpu_comm == "nccl";
     group = group->size() > 1 && nccl ? with_nccl(group, where) : host_staged_group(group);
     if (pp > 1) {
-      pp_group = host_staged_group(pp_group);
+      pp_over_nccl = nccl && nccl_built() && where.local_world <= cuda_device_count();
+      pp_group = pp_over_nccl ? device_aware_group(pp_group, nccl_group(pp_group, Device::cuda(where.local_rank)))
+                              : host_staged_group(pp_group);
       world_group = host_staged_group(world_group);
     } else {
       world_group = group;
@@ -289,7 +295,7 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
   if (parallel.blas_threads > 0 || parallel.deterministic)
     set_blas_threads(parallel.blas_threads > 0 ? static_cast<int>(parallel.blas_threads) : 1);
 
-  Run run = build_run(recipe, resume, group, pp_group);
+  Run run = build_run(recipe, resume, group, pp_group, pp_over_nccl);
   const TrainConfig& c = run.config;
   CausalLM& model = *run.model;
   TrainerOptimizer& optimizer = *run.optimizer;
@@ -342,8 +348,11 @@ TrainOutcome run_training(const TrainConfig& recipe, bool resume) {
       const int64_t end = s + 1 < pp ? stage->stage_starts()[static_cast<size_t>(s + 1)] : c.model.layers;
       cut += fmt::format("{}stage {}: blocks {}-{}", s == 0 ? "" : ", ", s, begin, end - 1);
     }
-    std::printf("pipeline: %d stages x %d data-parallel replicas, %s schedule, %lld micro-batches per step; %s\n", pp, dp,
-                c.parallel.schedule.c_str(), static_cast<long long>(accumulation), cut.c_str());
+    std::printf("pipeline: %d stages x %d data-parallel replicas, %s schedule, %lld micro-batches per step; %s%s\n", pp,
+                dp, c.parallel.schedule.c_str(), static_cast<long long>(accumulation), cut.c_str(),
+                !device.is_cuda() ? ""
+                : pp_over_nccl    ? "; activations over NCCL"
+                                  : "; activations through host memory");
   }
   if (stage) {
     // From here on each rank holds only its stage's weights; checkpoints, evaluation and samples

@@ -84,18 +84,20 @@ struct Case {
   Arch arch;
   PipelineScheduleKind schedule;
   bool deterministic;
+  bool grouped;  // PipelineOptions::grouped_transport: blocking send_recv batches, as over NCCL
 };
 
 std::string name_of(const Case& c) {
-  return fmt::format("{} {} {}", arch_name(c.arch), c.schedule == PipelineScheduleKind::gpipe ? "gpipe" : "1f1b",
-                     c.deterministic ? "deterministic" : "default");
+  return fmt::format("{} {} {} {}", arch_name(c.arch), c.schedule == PipelineScheduleKind::gpipe ? "gpipe" : "1f1b",
+                     c.deterministic ? "deterministic" : "default", c.grouped ? "grouped" : "asynchronous");
 }
 
 std::vector<Case> cases() {
   std::vector<Case> all;
   for (Arch arch : {Arch::gpt2, Arch::llama})
     for (PipelineScheduleKind s : {PipelineScheduleKind::gpipe, PipelineScheduleKind::one_f_one_b})
-      for (bool d : {false, true}) all.push_back({arch, s, d});
+      for (bool d : {false, true})
+        for (bool grouped : {false, true}) all.push_back({arch, s, d, grouped});
   return all;
 }
 
@@ -112,7 +114,8 @@ void check_mesh(const Case& c, int pp) {
 
   auto model = model_of(c.arch);
   PipelineStage stage(*model, pipeline,
-                      {.schedule = c.schedule, .stage_starts = {}, .per_micro_batch_tied_sum = c.deterministic});
+                      {.schedule = c.schedule, .stage_starts = {}, .per_micro_batch_tied_sum = c.deterministic,
+                       .grouped_transport = c.grouped});
   const int64_t rows_per_replica = all_rows.size(0) / dp, local_micro_batches = rows_per_replica / kMicro;
   const Tensor rows = all_rows.narrow(0, replicas->rank() * rows_per_replica, rows_per_replica);
   std::vector<Tensor> tree_params;

@@ -5,7 +5,10 @@
 #include <tsumugi/core/error.h>
 #include <tsumugi/dist/pipeline.h>
 
+#include <algorithm>
+#include <map>
 #include <set>
+#include <tuple>
 
 namespace tsumugi {
 namespace {
@@ -67,6 +70,80 @@ TEST(PipelineSchedule, BalancedStagesIdleForTheIdealBubble) {
         for (double idle : t.idle_fraction) EXPECT_NEAR(idle, ideal_bubble_fraction(stages, m), 1e-12);
       }
   EXPECT_DOUBLE_EQ(ideal_bubble_fraction(4, 8), 3.0 / 11.0);
+}
+
+using Plans = std::vector<std::vector<std::vector<PipelineMessage>>>;
+
+Plans exchanges_of(PipelineScheduleKind kind, int64_t stages, int64_t micro_batches, bool tied) {
+  Plans plans;
+  for (int64_t s = 0; s < stages; ++s) plans.push_back(pipeline_exchanges(kind, stages, s, micro_batches, tied));
+  return plans;
+}
+
+TEST(PipelineExchanges, NoStagesWaitOnEachOtherForeverInAnySchedule) {
+  for (PipelineScheduleKind kind : {PipelineScheduleKind::gpipe, PipelineScheduleKind::one_f_one_b})
+    for (int64_t stages = 2; stages <= 8; ++stages)
+      for (int64_t m = 1; m <= 16; ++m)
+        for (bool tied : {false, true})
+          EXPECT_TRUE(pipeline_exchanges_complete(exchanges_of(kind, stages, m, tied)))
+              << "stages " << stages << ", micro-batches " << m << ", tied " << tied;
+}
+
+// NCCL ignores tags: the k-th message one stage sends another is the k-th that the other
+// receives from it. So each side must post the messages between them in the same order.
+TEST(PipelineExchanges, BothSidesPostTheMessagesBetweenThemInTheSameOrder) {
+  for (PipelineScheduleKind kind : {PipelineScheduleKind::gpipe, PipelineScheduleKind::one_f_one_b})
+    for (int64_t stages = 2; stages <= 6; ++stages)
+      for (bool tied : {false, true}) {
+        const Plans plans = exchanges_of(kind, stages, 7, tied);
+        std::map<std::pair<int64_t, int64_t>, std::vector<std::pair<int, int64_t>>> sent, received;
+        for (int64_t s = 0; s < stages; ++s)
+          for (const auto& batch : plans[s])
+            for (const PipelineMessage& m : batch)
+              (m.send ? sent[{s, m.peer}] : received[{m.peer, s}]).push_back({m.kind, m.micro_batch});
+        EXPECT_EQ(sent, received) << "stages " << stages << ", tied " << tied;
+      }
+}
+
+TEST(PipelineExchanges, TheCheckFindsNeighboursThatBothReceiveFirst) {
+  using M = PipelineMessage;
+  // Each stage waits for the other's message before sending its own.
+  const Plans plans = {{{{M::gradient, 0, 1, false}}, {{M::activation, 0, 1, true}}},
+                       {{{M::activation, 0, 0, false}}, {{M::gradient, 0, 0, true}}}};
+  EXPECT_FALSE(pipeline_exchanges_complete(plans));
+  // The same messages with the first stage sending first complete.
+  const Plans fixed = {{{{M::activation, 0, 1, true}}, {{M::gradient, 0, 1, false}}},
+                       {{{M::activation, 0, 0, false}}, {{M::gradient, 0, 0, true}}}};
+  EXPECT_TRUE(pipeline_exchanges_complete(fixed));
+}
+
+TEST(PipelineExchanges, EachActivationAndGradientIsSentOnceAndReceivedOnceBeforeItsUse) {
+  for (PipelineScheduleKind kind : {PipelineScheduleKind::gpipe, PipelineScheduleKind::one_f_one_b}) {
+    const int64_t stages = 4, m = 6;
+    const Plans plans = exchanges_of(kind, stages, m, true);
+    for (int64_t s = 0; s < stages; ++s) {
+      const std::vector<PipelineAction> actions = pipeline_schedule(kind, stages, s, m);
+      ASSERT_EQ(plans[s].size(), actions.size() + 1);
+      std::set<std::tuple<int, int64_t, bool>> seen;
+      for (size_t i = 0; i < actions.size(); ++i) {
+        // What action i consumes arrives in batch i, before it runs.
+        const PipelineAction& a = actions[i];
+        const bool needs = a.kind == PipelineAction::forward ? s > 0 : s + 1 < stages;
+        const PipelineMessage input{a.kind == PipelineAction::forward ? PipelineMessage::activation
+                                                                      : PipelineMessage::gradient,
+                                    a.micro_batch, a.kind == PipelineAction::forward ? s - 1 : s + 1, false};
+        const auto& before = plans[s][i];
+        EXPECT_EQ(std::count(before.begin(), before.end(), input), needs ? 1 : 0) << "stage " << s << " action " << i;
+      }
+      for (const auto& batch : plans[s])
+        for (const PipelineMessage& msg : batch)
+          EXPECT_TRUE(seen.insert({msg.kind, msg.micro_batch, msg.send}).second) << "stage " << s << " twice";
+      // Middle stages: every micro-batch's activation and gradient, each in and out.
+      if (s > 0 && s + 1 < stages) {
+        EXPECT_EQ(seen.size(), static_cast<size_t>(4 * m));
+      }
+    }
+  }
 }
 
 TEST(PipelineSchedule, UnknownScheduleNameIsAnError) {

@@ -121,6 +121,25 @@ TEST(ProcessGroup, SendAndReceiveAroundARing) {
   EXPECT_EQ(in.to_vector<float>(), std::vector<float>(5, static_cast<float>((r + n - 1) % n)));
 }
 
+// Every rank posts its send before its receive, in one batch: blocking calls in that order would
+// all wait for each other (for messages too large to be buffered); a batch must not.
+TEST(ProcessGroup, SendRecvBatchesASendAndAReceiveThatWouldOtherwiseWaitOnEachOther) {
+  for (const auto& group : {world(), host_staged_group(world())}) {
+    const int r = group->rank(), n = group->size();
+    if (n < 2) GTEST_SKIP() << "needs 2 or more ranks";
+    Tensor out = full({100000}, r), in = empty({100000}), second = empty({3});
+    group->send_recv({{PeerOp::send, out, (r + 1) % n, 5}, {PeerOp::recv, in, (r + n - 1) % n, 5}});
+    EXPECT_EQ(in.to_vector<float>(), std::vector<float>(100000, static_cast<float>((r + n - 1) % n)));
+    // Messages between two ranks arrive in the order posted, across batches.
+    group->send_recv({{PeerOp::send, full({3}, 10 * r), (r + 1) % n, 5}, {PeerOp::send, full({3}, 10 * r + 1), (r + 1) % n, 5},
+                      {PeerOp::recv, in.narrow(0, 0, 3), (r + n - 1) % n, 5}});
+    group->send_recv({{PeerOp::recv, second, (r + n - 1) % n, 5}});
+    EXPECT_EQ(in.narrow(0, 0, 3).to_vector<float>(), std::vector<float>(3, 10.0f * ((r + n - 1) % n)));
+    EXPECT_EQ(second.to_vector<float>(), std::vector<float>(3, 10.0f * ((r + n - 1) % n) + 1));
+    group->send_recv({});  // nothing to do
+  }
+}
+
 TEST(ProcessGroup, SplitMakesIndependentSubGroups) {
   const int r = world()->rank();
   auto half = world()->split(r % 2, r);
@@ -251,6 +270,10 @@ TEST(ProcessGroup, NcclCollectivesAgreeWithTheCpuOnes) {
       gpus->send(out, (r + 1) % n);
     }
     EXPECT_EQ(in.to(Device::cpu()).to_vector<float>(), std::vector<float>(5, static_cast<float>((r + n - 1) % n)));
+    // A pipeline stage's batch: send to the next rank and receive from the previous at once.
+    Tensor big_out = full({1 << 20}, r, {.device = gpu}), big_in = empty({1 << 20}, {.device = gpu});
+    gpus->send_recv({{PeerOp::send, big_out, (r + 1) % n}, {PeerOp::recv, big_in, (r + n - 1) % n}});
+    EXPECT_EQ(big_in.to(Device::cpu()).to_vector<float>()[(1 << 20) - 1], static_cast<float>((r + n - 1) % n));
   }
   auto half = gpus->split(r % 2, r);
   EXPECT_EQ(half->rank(), r / 2);

@@ -27,6 +27,34 @@ struct PipelineAction {
 std::vector<PipelineAction> pipeline_schedule(PipelineScheduleKind kind, int64_t stages, int64_t stage,
                                               int64_t micro_batches);
 
+/// A message of the grouped transport: an activation (after a forward) or its gradient (after a
+/// backward) of one micro-batch between neighbouring stages, or the tied embedding's gradient of
+/// one micro-batch from the last stage to the first (deterministic mode).
+struct PipelineMessage {
+  enum Kind : uint8_t { activation, gradient, tied } kind;
+  int64_t micro_batch;
+  int64_t peer;  ///< the other stage
+  bool send;     ///< true: this stage sends it; false: receives it
+  bool operator==(const PipelineMessage&) const = default;
+};
+
+/// What stage `stage` sends and receives around its actions when every exchange blocks until its
+/// peer's matching one is posted (NCCL's point-to-point: a kernel waits for its peer). Entry 0 is
+/// before the first action (its input); entry i + 1 right after action i: that action's output
+/// (and, with `tied_per_micro_batch`, the tied gradient after a backward) together with what
+/// action i + 1 needs. Each entry is one send_recv; entries may be empty. Sending and receiving
+/// in one batch is what keeps neighbours from waiting on each other (Megatron-LM's
+/// send_forward_recv_backward).
+std::vector<std::vector<PipelineMessage>> pipeline_exchanges(PipelineScheduleKind kind, int64_t stages,
+                                                             int64_t stage, int64_t micro_batches,
+                                                             bool tied_per_micro_batch);
+
+/// True when every stage gets through its batches (`plans[s]`: stage s's, as pipeline_exchanges
+/// gives them) if a batch returns only once each of its messages has met the matching message of
+/// its peer, posted in the peer's current batch; false when some stages would wait on each other
+/// forever.
+bool pipeline_exchanges_complete(const std::vector<std::vector<std::vector<PipelineMessage>>>& plans);
+
 /// The most micro-batches whose activations a stage holds at once under `actions` (a forward
 /// keeps them until its backward).
 int64_t peak_activations(const std::vector<PipelineAction>& actions);

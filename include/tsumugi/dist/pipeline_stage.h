@@ -41,6 +41,10 @@ struct PipelineOptions {
   /// (the first stage adds the head's gradient of micro-batch m to its own before its leaf is
   /// taken), so that the tree accumulator sees exactly the single-process leaves.
   bool per_micro_batch_tied_sum = false;
+  /// Move activations and gradients in blocking send_recv batches (pipeline_exchanges) instead of
+  /// non-blocking sends and receives posted ahead: what NCCL needs, whose operations each wait
+  /// for their peer's. The trainer sets it for a pipeline group over NCCL.
+  bool grouped_transport = false;
 };
 
 /// What one step cost this stage.

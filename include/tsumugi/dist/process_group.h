@@ -39,6 +39,14 @@ class Work {
   virtual void wait() = 0;
 };
 
+/// One send or receive of a send_recv batch.
+struct PeerOp {
+  enum Kind : uint8_t { send, recv } kind;
+  Tensor tensor;  ///< sent from, or received into (allocated, contiguous)
+  int peer;
+  int tag = 0;
+};
+
 class ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;
@@ -73,6 +81,13 @@ class ProcessGroup {
   /// backend has them; a backend without them throws NotImplementedError.
   virtual std::shared_ptr<Work> send_async(Tensor tensor, int dst, int tag = 0);
   virtual std::shared_ptr<Work> recv_async(Tensor tensor, int src, int tag = 0);
+  /// Runs the sends and receives of `ops` together and returns when all have completed, watched
+  /// by the timeout. Being posted together, a send and a receive of one batch never wait on each
+  /// other: a pipeline stage sends one message and receives the next in one batch
+  /// (pipeline_exchanges). Messages between two ranks arrive in the order posted. The default
+  /// posts each with send_async or recv_async and waits for all; the NCCL backend runs the batch
+  /// as one ncclGroupStart/ncclGroupEnd. All tensors of a batch are on one device.
+  virtual void send_recv(const std::vector<PeerOp>& ops);
 
   /// How long a collective may take before the job is ended (default 600 s, or
   /// TSUMUGI_COLLECTIVE_TIMEOUT seconds from the environment).
@@ -112,7 +127,7 @@ std::shared_ptr<ProcessGroup> device_aware_group(std::shared_ptr<ProcessGroup> h
 /// `group` extended to device tensors: each is copied to host memory, moved by `group`, and
 /// copied back (receives and async all-reduces on wait()); CPU tensors go straight through.
 /// Slower than NCCL, but several ranks may share a GPU. backend(): "<group's>+host". The trainer
-/// moves a pipeline's activations between GPUs this way.
+/// moves a pipeline's activations this way when its stages share GPUs.
 std::shared_ptr<ProcessGroup> host_staged_group(std::shared_ptr<ProcessGroup> group);
 /// The job's group: mpi_world() under mpirun, else local_group().
 std::shared_ptr<ProcessGroup> default_group();
