@@ -145,14 +145,16 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
     Tensor buffer = empty(activation_shape, activation_options);
     slot = Posted{buffer, group_->recv_async(buffer, peer, tag)};
   };
+  // The tied embedding, on the first and the last stage, when its two gradients are summed per
+  // micro-batch (deterministic mode); else null, and finish_tied_gradients sums them.
+  const Tensor* tied = nullptr;
+  if (options_.per_micro_batch_tied_sum)
+    for (const auto& [name, p] : params_)
+      if (name == tied_name_) tied = &p;
   const std::vector<std::vector<PipelineMessage>> exchanges =
-      grouped ? pipeline_exchanges(options_.schedule, stages_, stage_, micro_batches,
-                                   options_.per_micro_batch_tied_sum && !tied_name_.empty())
+      grouped ? pipeline_exchanges(options_.schedule, stages_, stage_, micro_batches, tied != nullptr)
               : std::vector<std::vector<PipelineMessage>>{};
   std::map<std::pair<int, int64_t>, Tensor> arrived, outgoing;  // grouped: by (message kind, micro-batch)
-  Shape tied_shape;  // the tied embedding's gradient, which the last stage sends to the first
-  for (const auto& [name, p] : params_)
-    if (name == tied_name_) tied_shape = p.shape();
   // Grouped: runs batch i of the exchanges, taking what is sent from `outgoing`.
   auto exchange = [&](size_t i) {
     if (exchanges[i].empty()) return;
@@ -167,7 +169,9 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
         t = outgoing.at(key);
         outgoing.erase(key);
       } else {
-        t = arrived[key] = empty(m.kind == PipelineMessage::tied ? tied_shape : activation_shape, activation_options);
+        t = arrived[key] = m.kind == PipelineMessage::tied
+                               ? empty(tied->shape(), {.dtype = tied->dtype(), .device = tied->device()})
+                               : empty(activation_shape, activation_options);
       }
       ops.push_back({m.send ? PeerOp::send : PeerOp::recv, t, static_cast<int>(m.peer), tag});
     }
@@ -253,26 +257,20 @@ double PipelineStage::run(const Tensor& inputs_in, const Tensor& targets_in, int
     add_span("B" + std::to_string(m), "backward", start, end);
     if (!is_first())
       send(PipelineMessage::gradient, m, slot.input.grad().contiguous(), static_cast<int>(stage_ - 1), kGradientTag);
-    if (options_.per_micro_batch_tied_sum && !tied_name_.empty()) {
-      // The leaf of micro-batch m is e_m + h_m on the first stage; the last stage's copy is
-      // filled in by finish_tied_gradients.
-      for (const auto& [name, p] : params_) {
-        if (name != tied_name_) continue;
-        if (is_last()) {
-          send(PipelineMessage::tied, m, p.grad().contiguous(), 0, kTiedTag);
-          p.zero_grad();
-        } else if (!grouped) {
-          Tensor h = empty(p.shape(), {.dtype = p.dtype(), .device = p.device()});
-          group_->recv(h, static_cast<int>(stages_ - 1), kTiedTag);
-          p.set_grad(add(p.grad(), h));
-        }
-      }
+    // The leaf of micro-batch m is e_m + h_m on the first stage; the last stage's copy is filled
+    // in by finish_tied_gradients. Grouped, h_m arrives in the exchange below.
+    if (tied != nullptr && is_last()) {
+      send(PipelineMessage::tied, m, tied->grad().contiguous(), 0, kTiedTag);
+      tied->zero_grad();
+    } else if (tied != nullptr && !grouped) {
+      Tensor h = empty(tied->shape(), {.dtype = tied->dtype(), .device = tied->device()});
+      group_->recv(h, static_cast<int>(stages_ - 1), kTiedTag);
+      tied->set_grad(add(tied->grad(), h));
     }
     if (grouped) {
       exchange(i + 1);
       if (const auto it = arrived.find({PipelineMessage::tied, m}); it != arrived.end()) {
-        for (const auto& [name, p] : params_)
-          if (name == tied_name_) p.set_grad(add(p.grad(), it->second));
+        tied->set_grad(add(tied->grad(), it->second));
         arrived.erase(it);
       }
     }
